@@ -1,0 +1,41 @@
+"""``python -m harness``: list | run | report | parity. One module per subcommand under commands/.
+
+A UserError anywhere becomes one line on stderr and exit code 2; ``run`` exits 1 when a run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness import __version__
+from harness.commands import list_cmd, parity_cmd, report_cmd, run_cmd
+from harness.errors import UserError
+
+COMMANDS = (list_cmd, run_cmd, report_cmd, parity_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Measure what PyTorch Lightning training tricks do to throughput, memory and loss.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,115 @@
+"""Options shared by the subcommands that train (run, parity), and their checks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from harness.data import DATASETS, LOADERS, resolve_dataset
+from harness.errors import UserError
+from harness.plan import RunOptions
+
+ACCELERATORS = ("cpu", "gpu", "auto")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, batch_size: int = 64, dataset: str = "auto") -> None:
+    parser.add_argument("--workload", default="autoencoder", help="workload name(s), comma-separated, or 'all' (default: autoencoder)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (GPU when one is visible), comma-separated for several (default: auto)")
+    parser.add_argument("--dataset", default=dataset, choices=DATASETS, help=f"default: {dataset}; auto = MNIST if on disk or downloadable, else digits")
+    parser.add_argument("--data-dir", default="./data", help="where MNIST is read from or downloaded to (default: ./data)")
+    parser.add_argument("--loader", default="device", choices=LOADERS, help="device: batches sliced from tensors on the accelerator (default); dataloader: a torch DataLoader")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers with --loader dataloader (default: 0)")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"default: {batch_size}")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
+    parser.add_argument("--max-epochs", type=positive_int, default=3, help="epoch budget of every run (default: 3)")
+    parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
+    parser.add_argument("--seed", type=int, default=42, help="seed for data split, shuffling and init (default: 42)")
+    parser.add_argument("--synthetic-size", type=positive_int, default=8192, help="samples of --dataset synthetic (default: 8192)")
+    parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
+    parser.add_argument("--warmup-blocks", type=int, default=1, help="timing blocks dropped as warm-up (default: 1)")
+    parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
+
+
+def resolve_accelerators(text: str) -> list[str]:
+    """'cpu', 'gpu', 'auto' or a comma list; a GPU asked for but absent is a user error."""
+    chosen: list[str] = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        if item not in ACCELERATORS:
+            raise UserError(f"unknown accelerator {item!r}; valid choices: {', '.join(ACCELERATORS)}")
+        if item == "auto":
+            item = "gpu" if torch.cuda.is_available() else "cpu"
+            if item == "cpu":
+                print("harness: --accelerator auto: no CUDA device visible, running on CPU", file=sys.stderr)
+        elif item == "gpu" and not torch.cuda.is_available():
+            raise UserError(
+                "--accelerator gpu: no CUDA device is visible (torch.cuda.is_available() is False, "
+                f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --accelerator cpu"
+            )
+        if item not in chosen:
+            chosen.append(item)
+    if not chosen:
+        raise UserError(f"--accelerator {text!r} names no accelerator; valid choices: {', '.join(ACCELERATORS)}")
+    return chosen
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """Validate the shared options and resolve the dataset once, for every run of the invocation."""
+    if args.max_steps < -1 or args.max_steps == 0:
+        raise UserError(f"--max-steps must be -1 (no limit) or >= 1, got {args.max_steps}")
+    if args.warmup_blocks < 0:
+        raise UserError(f"--warmup-blocks must be >= 0, got {args.warmup_blocks}")
+    if args.num_workers < 0:
+        raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
+    choice = resolve_dataset(args.dataset, args.data_dir)
+    print(f"harness: dataset {choice.name}: {choice.reason}", file=sys.stderr)
+    return RunOptions(
+        dataset=choice.name,
+        dataset_reason=choice.reason,
+        data_dir=str(Path(args.data_dir).resolve()),
+        loader=args.loader,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_epochs=args.max_epochs,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        block_steps=args.block_steps,
+        warmup_blocks=args.warmup_blocks,
+        synthetic_size=args.synthetic_size,
+        num_workers=args.num_workers,
+    )
+
+
+def new_run_dir(out: Path, prefix: str = "run") -> Path:
+    """A fresh folder ``<out>/<prefix>-YYYYmmdd-HHMMSS`` (suffixed when that already exists)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = out / f"{prefix}-{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = out / f"{prefix}-{stamp}-{suffix}"
+        suffix += 1
+    candidate.mkdir(parents=True)
+    return candidate

@@ -1,0 +1,63 @@
+"""``python -m harness run``: the baseline and the chosen tricks, each in its own process, then a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from harness import env
+from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
+from harness.plan import parse_params, parse_tricks, plan_runs
+from harness.report import write_report
+from harness.runner import run_all
+from harness.spec import Result
+from harness.workload import WORKLOADS
+
+NAME = "run"
+HELP = "Run the baseline and the chosen tricks under the same conditions and write a report."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tricks", default="all", help="'all', names, globs (grad-*), comma-separated; A+B runs A and B together (default: all)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="TRICK.PARAM=VALUE", help="set a trick parameter, e.g. grad-clipping.value=0.5 (repeatable)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every cell, interleaved (default: 1)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the run folder (default: reports/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(parser)
+
+
+def progress_line(result: Result) -> str:
+    if result.status != "ok":
+        return f"  {result.status:<7} {result.trick:<32} {result.reason}"
+    speed = f"{result.samples_per_s:,.0f} samples/s" if result.samples_per_s else "no throughput"
+    val = f"val_loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    return f"  {result.status:<7} {result.trick:<32} {speed:>20}  {val}  {result.wall_s:.1f} s"
+
+
+def main(args: argparse.Namespace) -> int:
+    trick_runs = parse_tricks(args.tricks)
+    trick_params = parse_params(args.param)
+    workloads = WORKLOADS.select(args.workload)
+    accelerators = resolve_accelerators(args.accelerator)
+    options = run_options(args)
+    run_dir = new_run_dir(args.out)
+    specs = plan_runs(trick_runs, workloads, accelerators, args.repeats, options, trick_params, str(run_dir.resolve()))
+    environment = env.collect()
+    (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
+    print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
+
+    results = run_all(
+        specs, run_dir, timeout_s=args.timeout, show_progress=not args.quiet,
+        on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
+    )
+    print(write_report(run_dir, results, environment))
+    failed = [r for r in results if r.status == "failed"]
+    print(f"\nReport: {run_dir / 'report.md'}")
+    if failed:
+        print(f"harness: {len(failed)} of {len(results)} runs failed: {', '.join(r.run_id for r in failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,236 @@
+"""Steady-state throughput, losses and peak memory, measured without perturbing the training loop.
+
+The protocol (DESIGN.md): time is taken over blocks of ``block_steps`` training batches with a
+device sync only at block edges; the first ``warmup_blocks`` blocks (allocator growth, kernel
+selection, lazy init) are dropped; validation, checkpointing and epoch-end work are paused out of
+the clock. Losses are summed on the device and read once per block, which is also where a NaN is
+caught. Per step, the callback only adds a few Python integer updates and one on-device add.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from typing_extensions import override
+
+from harness.errors import NonFiniteLoss
+
+NOISY_IQR_RATIO = 0.10
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Block:
+    batches: int
+    samples: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass
+class Throughput:
+    """Summary over the kept blocks: median and IQR of samples/s, median time per batch."""
+
+    samples_per_s: float
+    samples_per_s_iqr: float
+    step_time_ms: float
+    blocks: int
+    noisy: bool
+    warning: str = ""
+
+
+def summarise(blocks: list[Block], warmup_blocks: int) -> Throughput | None:
+    """Drop warm-up blocks and summarise the rest; say so when too few blocks were left."""
+    full = [b for b in blocks if b.seconds > 0]
+    warning = ""
+    kept = full[warmup_blocks:]
+    if not kept:
+        if not full:
+            return None
+        kept = full
+        warning = f"only {len(full)} block(s) measured: warm-up included; raise the budget or lower --block-steps"
+    rates = [b.samples_per_s for b in kept]
+    median = statistics.median(rates)
+    iqr = _iqr(rates)
+    step_ms = statistics.median(1000.0 * b.seconds / b.batches for b in kept)
+    noisy = median > 0 and iqr / median > NOISY_IQR_RATIO
+    return Throughput(median, iqr, step_ms, len(kept), noisy, warning)
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch: the leading dimension of its first tensor (tuple, list or dict batches)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.size(0)
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            if isinstance(item, (torch.Tensor, list, tuple, dict)):
+                return batch_size_of(item)
+    raise TypeError(f"cannot tell the batch size of a {type(batch).__name__}")
+
+
+class BlockTimer:
+    """The timing protocol itself, free of Lightning so that the plain-PyTorch parity loop uses it too.
+
+    Call ``resume`` before a batch, ``add_batch`` after it and ``pause`` around anything that is
+    not training (validation, checkpoints, epoch ends). A block closes every ``block_steps``
+    batches: one device sync, one clock reading, one read of the summed loss.
+    """
+
+    def __init__(self, device: torch.device, block_steps: int = 10, warmup_blocks: int = 1) -> None:
+        if block_steps < 1:
+            raise ValueError(f"block_steps must be >= 1, got {block_steps}")
+        if warmup_blocks < 0:
+            raise ValueError(f"warmup_blocks must be >= 0, got {warmup_blocks}")
+        self.device = device
+        self.block_steps = block_steps
+        self.warmup_blocks = warmup_blocks
+        self.loss_scale = 1.0  # Lightning hands callbacks the loss divided by accumulate_grad_batches
+        self.blocks: list[Block] = []
+        self.batches = 0
+        self.epoch_losses: list[float] = []
+        self._running = False
+        self._mark = 0.0
+        self._block_batches = 0
+        self._block_samples = 0
+        self._block_seconds = 0.0
+        self._block_loss: torch.Tensor | None = None
+        self._epoch_loss: torch.Tensor | None = None
+        self._epoch_batches = 0
+
+    def resume(self) -> None:
+        if not self._running:
+            sync(self.device)
+            self._mark = time.perf_counter()
+            self._running = True
+
+    def pause(self) -> None:
+        if self._running:
+            sync(self.device)
+            self._block_seconds += time.perf_counter() - self._mark
+            self._running = False
+
+    def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
+        """Count one finished training batch; the loss is summed on the device, not read."""
+        self.batches += 1
+        self._block_batches += 1
+        self._epoch_batches += 1
+        self._block_samples += samples
+        if loss is not None:
+            loss = loss.detach()
+            self._block_loss = loss.clone() if self._block_loss is None else self._block_loss.add_(loss)
+            self._epoch_loss = loss.clone() if self._epoch_loss is None else self._epoch_loss.add_(loss)
+        if self._block_batches >= self.block_steps:
+            self.pause()
+            self._close_block()
+            self.resume()
+
+    def end_epoch(self) -> None:
+        self.pause()
+        if self._epoch_loss is not None and self._epoch_batches:
+            self.epoch_losses.append(self._epoch_loss.item() * self.loss_scale / self._epoch_batches)
+        self._epoch_loss, self._epoch_batches = None, 0
+
+    def finish(self) -> None:
+        """Close the last, partial block: its loss is always checked, its time kept if it is half a block."""
+        self.pause()
+        if self._block_batches == 0:
+            return
+        long_enough = self._block_batches * 2 >= self.block_steps
+        self._close_block()
+        if not long_enough:
+            self.blocks.pop()
+
+    def _close_block(self) -> None:
+        if self._block_loss is not None:
+            loss = self._block_loss.item() * self.loss_scale / self._block_batches
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"training loss is {loss} in the block ending at batch {self.batches}")
+        self.blocks.append(Block(self._block_batches, self._block_samples, self._block_seconds))
+        self._block_batches = self._block_samples = 0
+        self._block_seconds = 0.0
+        self._block_loss = None
+
+    def summary(self) -> Throughput | None:
+        return summarise(self.blocks, self.warmup_blocks)
+
+    @property
+    def final_train_loss(self) -> float | None:
+        """Mean training loss over the last epoch, read at its end."""
+        return self.epoch_losses[-1] if self.epoch_losses else None
+
+
+class ThroughputMeter(pl.Callback):
+    """Lightning callback that drives a BlockTimer from the training hooks."""
+
+    def __init__(self, block_steps: int = 10, warmup_blocks: int = 1) -> None:
+        self.timer = BlockTimer(torch.device("cpu"), block_steps, warmup_blocks)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.device = trainer.strategy.root_device
+        self.timer.loss_scale = float(trainer.accumulate_grad_batches)
+
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.timer.resume()
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self.timer.add_batch(batch_size_of(batch), loss if isinstance(loss, torch.Tensor) else None)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.pause()
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.end_epoch()
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.finish()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """Peak memory of this process: CUDA's max allocated on a GPU, max RSS on a CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    return max_rss_bytes(), "max_rss"
+
+
+def max_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB

@@ -1,0 +1,109 @@
+"""Expand what the user asked for into RunSpecs: (workload x accelerator x repeat) x (baseline + tricks).
+
+Within one repeat the baseline runs first and the tricks follow, and repeats are interleaved rather
+than grouped, so that slow drift of the machine (thermal, other load) spreads over every row
+instead of biasing the rows that happened to run last.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import UserError
+from harness.spec import BASELINE, COMBINE, RunSpec
+from harness.trick import TRICKS
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The run-wide settings shared by every RunSpec of one invocation."""
+
+    dataset: str
+    dataset_reason: str
+    data_dir: str
+    loader: str
+    batch_size: int
+    lr: float
+    max_epochs: int
+    max_steps: int
+    seed: int
+    block_steps: int
+    warmup_blocks: int
+    synthetic_size: int
+    num_workers: int
+    limit_val_batches: float | int = 1.0
+    limit_test_batches: float | int = 1.0
+
+
+def parse_tricks(selection: str) -> list[list[str]]:
+    """``all``, globs, comma lists and ``a+b`` combinations -> a list of trick-name lists.
+
+    ``baseline`` may be named but is always run anyway; ``none`` selects no trick (baseline only).
+    """
+    runs: list[list[str]] = []
+    for item in (part.strip() for part in selection.split(",")):
+        if not item or item in (BASELINE, "none"):
+            continue
+        if COMBINE in item:
+            names = [name.strip() for name in item.split(COMBINE)]
+            for name in names:
+                TRICKS.get(name)
+            if len(set(names)) != len(names):
+                raise UserError(f"combination {item!r} names a trick twice")
+            combo = names
+            if combo not in runs:
+                runs.append(combo)
+            continue
+        for name in TRICKS.select(item):
+            if [name] not in runs:
+                runs.append([name])
+    return runs
+
+
+def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["grad-clipping.value=0.5"]`` -> ``{"grad-clipping": {"value": "0.5"}}``, each value checked."""
+    params: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        match = re.fullmatch(r"\s*([\w-]+)\.(\w+)\s*=(.*)", pair)
+        if not match:
+            raise UserError(f"--param {pair!r} is not of the form TRICK.PARAMETER=VALUE (e.g. grad-clipping.value=0.5)")
+        trick, key, value = match.group(1), match.group(2), match.group(3).strip()
+        TRICKS.get(trick)
+        params.setdefault(trick, {})[key] = value
+    for trick, values in params.items():
+        TRICKS.get(trick).from_params(values)  # raises UserError on a bad name or value
+    return params
+
+
+def plan_runs(
+    trick_runs: list[list[str]],
+    workloads: list[str],
+    accelerators: list[str],
+    repeats: int,
+    options: RunOptions,
+    trick_params: dict[str, dict[str, str]],
+    run_dir: str,
+) -> list[RunSpec]:
+    if repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {repeats}")
+    specs = []
+    for workload in workloads:
+        for accelerator in accelerators:
+            for repeat in range(repeats):
+                for tricks in [[], *trick_runs]:
+                    label = COMBINE.join(tricks) or BASELINE
+                    specs.append(
+                        RunSpec(
+                            run_id=f"{workload}-{accelerator}-{label}-r{repeat}",
+                            label=label,
+                            tricks=tricks,
+                            trick_params={name: trick_params[name] for name in tricks if name in trick_params},
+                            workload=workload,
+                            accelerator=accelerator,
+                            repeat=repeat,
+                            run_dir=run_dir,
+                            **vars(options),
+                        )
+                    )
+    return specs

@@ -1,0 +1,114 @@
+"""RunSpec and Result: the plain, JSON-serialisable records that cross the process boundary.
+
+The parent plans RunSpecs, a child process turns one RunSpec into one Result, and results.jsonl
+holds one Result per line. Keeping both as flat dataclasses means a run can be replayed or
+re-reported from its files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASELINE = "baseline"
+COMBINE = "+"
+
+
+@dataclass
+class RunSpec:
+    """Everything a child process needs to run one baseline or trick run, and nothing else."""
+
+    run_id: str
+    label: str  # "baseline", "grad-clipping", "bf16-mixed+grad-clipping"
+    tricks: list[str]
+    trick_params: dict[str, dict[str, str]]
+    workload: str
+    dataset: str
+    dataset_reason: str
+    data_dir: str
+    loader: str  # "device" or "dataloader"
+    accelerator: str  # "cpu" or "gpu"
+    batch_size: int
+    lr: float
+    max_epochs: int
+    max_steps: int  # -1: no step limit
+    seed: int
+    repeat: int
+    block_steps: int
+    warmup_blocks: int
+    synthetic_size: int
+    num_workers: int
+    run_dir: str
+    limit_val_batches: float | int = 1.0
+    limit_test_batches: float | int = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Result:
+    """One row of the comparison table. ``details`` is where tricks record what they did."""
+
+    run_id: str
+    trick: str
+    workload: str
+    dataset: str
+    accelerator: str
+    repeat: int
+    status: str  # "ok", "skipped" or "failed"
+    reason: str = ""
+    device_name: str = ""
+    precision: str = ""
+    batch_size: int | None = None
+    loader: str = ""
+    samples_per_s: float | None = None
+    samples_per_s_iqr: float | None = None
+    step_time_ms: float | None = None
+    noisy: bool | None = None
+    peak_mem_bytes: int | None = None
+    mem_kind: str = ""  # "max_rss" (CPU, whole child process) or "cuda_max_allocated"
+    train_loss: float | None = None
+    val_loss: float | None = None
+    test_loss: float | None = None
+    wall_s: float | None = None
+    fit_s: float | None = None
+    tune_s: float = 0.0
+    steps: int | None = None  # training batches run
+    optimizer_steps: int | None = None
+    epochs: int | None = None
+    blocks_measured: int | None = None
+    seed: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), allow_nan=True)
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> Result:
+        return cls.from_dict(json.loads(path.read_text()))
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Result:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in row.items() if key in known})
+
+
+def read_results(path: Path) -> list[Result]:
+    """Read results.jsonl; a truncated last line (a crash mid-write) is ignored."""
+    results = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            results.append(Result.from_dict(json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return results

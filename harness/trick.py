@@ -1,0 +1,117 @@
+"""The plugin interface: a Trick edits one Setup through Lightning's public API.
+
+A trick is a dataclass whose fields are its parameters (typed, with defaults that
+``python -m harness list`` shows and ``--param NAME.FIELD=VALUE`` overrides). ``apply`` changes
+the Trainer kwargs, callbacks, module or datamodule before the Trainer exists; ``tune`` runs after
+the Trainer exists and before ``fit`` (the LR and batch size finders live there, timed apart).
+Whatever a trick did goes into ``setup.details`` so that the report can show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+
+from harness.errors import UserError, unknown_name_error
+from harness.registry import Registry
+from harness.spec import RunSpec
+
+
+@dataclass
+class Setup:
+    """The base training setup that tricks edit, one per run."""
+
+    spec: RunSpec
+    module: pl.LightningModule
+    datamodule: pl.LightningDataModule
+    trainer_kwargs: dict[str, Any]
+    callbacks: list[pl.Callback] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accelerator(self) -> str:
+        return self.spec.accelerator
+
+
+@dataclass
+class Trick:
+    """Base class of trick plugins. Subclasses set ``name`` and ``summary`` and override ``apply``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    source: ClassVar[str] = ""  # where the trick comes from: a Lightning docs page or a paper
+
+    def apply(self, setup: Setup) -> None:
+        """Change the setup before the Trainer is built. Raise TrickSkipped where it cannot run."""
+
+    def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
+        """Optional tuning phase after the Trainer is built and before fit; its time is reported."""
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """Parameter names and their defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> Trick:
+        """Build the trick from string overrides, converting each to its field's type.
+
+        Raises UserError naming the bad parameter or value and what is valid.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, raw in params.items():
+            if key not in fields:
+                raise unknown_name_error(
+                    f"parameter of trick {cls.name!r}:", key, fields, f"parameters: {', '.join(fields) or 'none'}"
+                )
+            kwargs[key] = _convert(cls.name, key, raw, hints[key])
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"trick {cls.name!r}: {error}") from None
+
+
+def _convert(trick: str, key: str, raw: str, hint: Any) -> Any:
+    """Convert a CLI string to a field's type (bool, int, float, str, Literal, or Optional of those)."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Literal:
+        choices = [str(a) for a in typing.get_args(hint)]
+        if raw not in choices:
+            raise UserError(f"trick {trick!r}: {key}={raw!r} is not valid; use any of: {', '.join(choices)}")
+        return raw
+    if origin in (typing.Union, types.UnionType) and args:
+        if raw.lower() in ("none", "null", ""):
+            return None
+        return _convert(trick, key, raw, args[0])
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint in (int, float, str):
+            return hint(raw)
+    except ValueError:
+        raise UserError(
+            f"trick {trick!r}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}"
+        ) from None
+    raise TypeError(f"trick {trick!r}: field {key!r} has a type ({hint}) the CLI cannot set")
+
+
+TRICKS: Registry[type[Trick]] = Registry("trick", "tricks", "harness.tricks")
+
+
+def register_trick(cls: type[Trick]) -> type[Trick]:
+    """Class decorator: register a Trick subclass under its ``name``."""
+    if not issubclass(cls, Trick):
+        raise TypeError(f"{cls.__qualname__} must subclass harness.trick.Trick")
+    return TRICKS.register(cls)

@@ -1,0 +1,169 @@
+"""One run in one fresh process: RunSpec in, Result out.
+
+``python -m harness.worker SPEC.json RESULT.json`` is what the runner starts for every run, so no
+torch state (threads, allocator, autocast, compiled kernels, seeds) leaks from one run to the next
+and peak memory is this process's own. ``execute`` is the same thing in-process, for tests.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from harness import env
+from harness.errors import NonFiniteLoss, TrickSkipped, UserError
+from harness.measure import ThroughputMeter, peak_memory, reset_peak_memory
+from harness.spec import Result, RunSpec
+from harness.trick import TRICKS, Setup, Trick
+from harness.workload import WORKLOADS
+
+
+def build_tricks(spec: RunSpec) -> list[Trick]:
+    return [TRICKS.get(name).from_params(spec.trick_params.get(name, {})) for name in spec.tricks]
+
+
+def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
+    """The baseline Trainer every trick starts from.
+
+    No progress bar, model summary or sanity check (they are not training); TensorBoard logs land
+    under ``<run>/tb/<workload>/<accelerator>/<trick>``; metrics are flushed to the logger once per
+    timing block, so the host sync that logging costs falls on a block edge.
+    """
+    run_dir = Path(spec.run_dir)
+    version = spec.label if spec.repeat == 0 else f"{spec.label}-r{spec.repeat}"
+    return dict(
+        accelerator=spec.accelerator,
+        devices=1,
+        max_epochs=spec.max_epochs,
+        max_steps=spec.max_steps,
+        precision="32-true",
+        logger=TensorBoardLogger(save_dir=str(run_dir / "tb"), name=f"{spec.workload}/{spec.accelerator}", version=version),
+        log_every_n_steps=spec.block_steps,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=spec.limit_val_batches,
+        limit_test_batches=spec.limit_test_batches,
+        default_root_dir=str(run_dir),
+    )
+
+
+def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Result:
+    """Run one spec and describe what happened; never raises for a failed or skipped run."""
+    started = time.perf_counter()
+    result = Result(
+        run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
+        accelerator=spec.accelerator, repeat=spec.repeat, status="ok", seed=spec.seed,
+        device_name=env.device_name(spec.accelerator), batch_size=spec.batch_size,
+    )
+    result.details["dataset_reason"] = spec.dataset_reason
+    try:
+        _run(spec, result, extra_callbacks)
+    except TrickSkipped as skipped:
+        result.status, result.reason = "skipped", str(skipped)
+    except NonFiniteLoss as error:
+        result.status, result.reason = "failed", f"non-finite loss: {error}"
+    except torch.OutOfMemoryError as error:
+        result.status, result.reason = "failed", f"out of memory: {str(error).splitlines()[0]}"
+    except UserError as error:
+        result.status, result.reason = "failed", str(error)
+    except Exception as error:  # a crash in one run must not stop the others
+        traceback.print_exc()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        result.status, result.reason = "failed", f"{type(error).__name__}: {first_line}"
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) -> None:
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    workload = WORKLOADS.get(spec.workload)()
+    tricks = build_tricks(spec)
+    setup = Setup(
+        spec=spec,
+        module=workload.build_module(spec),
+        datamodule=workload.build_datamodule(spec),
+        trainer_kwargs=base_trainer_kwargs(spec),
+        details=result.details,
+    )
+    for trick in tricks:
+        trick.apply(setup)
+
+    meter = ThroughputMeter(spec.block_steps, spec.warmup_blocks)
+    trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=[*setup.callbacks, meter, *extra_callbacks])
+    result.precision = str(trainer.precision)
+    device = trainer.strategy.root_device
+
+    tune_started = time.perf_counter()
+    for trick in tricks:
+        trick.tune(trainer, setup)
+    result.tune_s = time.perf_counter() - tune_started
+
+    reset_peak_memory(device)
+    fit_started = time.perf_counter()
+    trainer.fit(setup.module, datamodule=setup.datamodule)
+    result.fit_s = time.perf_counter() - fit_started
+    result.peak_mem_bytes, result.mem_kind = peak_memory(device)
+
+    timer = meter.timer
+    summary = timer.summary()
+    if summary is not None:
+        result.samples_per_s = summary.samples_per_s
+        result.samples_per_s_iqr = summary.samples_per_s_iqr
+        result.step_time_ms = summary.step_time_ms
+        result.noisy = summary.noisy
+        result.blocks_measured = summary.blocks
+        if summary.warning:
+            result.details["measure_warning"] = summary.warning
+    result.train_loss = timer.final_train_loss
+    result.steps = timer.batches
+    result.optimizer_steps = trainer.global_step
+    result.epochs = trainer.current_epoch
+    result.batch_size = getattr(setup.datamodule, "batch_size", spec.batch_size)
+    result.loader = getattr(setup.datamodule, "loader_used", spec.loader)
+    if getattr(setup.datamodule, "loader_reason", ""):
+        result.details["loader_reason"] = setup.datamodule.loader_reason
+
+    result.val_loss = _metric(trainer.validate(setup.module, datamodule=setup.datamodule, verbose=False), "val_loss")
+    result.test_loss = _metric(trainer.test(setup.module, datamodule=setup.datamodule, verbose=False), "test_loss")
+    if result.val_loss is not None and not math.isfinite(result.val_loss):
+        raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _metric(outputs: list[dict[str, float]], key: str) -> float | None:
+    for output in outputs:
+        if key in output:
+            return float(output[key])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.worker [--plain] SPEC.json RESULT.json``; --plain runs the parity loop."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    plain = "--plain" in args
+    spec_path, result_path = [arg for arg in args if arg != "--plain"][:2]
+    spec = RunSpec.from_json(Path(spec_path).read_text())
+    if plain:
+        from harness.parity import execute_plain
+
+        result = execute_plain(spec)
+    else:
+        result = execute(spec)
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(result.to_json())
+    tmp.replace(result_path)  # atomic: the runner never reads half a result
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Built-in trick plugins, one module each; every module registers its trick with ``@register_trick``."""

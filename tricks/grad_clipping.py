@@ -1,0 +1,32 @@
+"""Gradient clipping: bound the gradient before each optimizer step.
+
+Lightning docs: https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#gradient-clipping
+Clipping by the global L2 norm (Pascanu et al., 2013, https://arxiv.org/abs/1211.5063) keeps one
+bad batch from throwing the weights far; it costs one extra pass over the gradients per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from harness.trick import Setup, Trick, register_trick
+
+
+@register_trick
+@dataclass
+class GradClipping(Trick):
+    name = "grad-clipping"
+    summary = "Clip the gradients (global norm by default) before each optimizer step: Trainer(gradient_clip_val=...)."
+    source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#gradient-clipping"
+
+    value: float = 1.0
+    algorithm: Literal["norm", "value"] = "norm"
+
+    def __post_init__(self) -> None:
+        if not self.value > 0:
+            raise ValueError(f"value must be > 0, got {self.value}")
+
+    def apply(self, setup: Setup) -> None:
+        setup.trainer_kwargs.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
+        setup.details.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
