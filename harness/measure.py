@@ -113,6 +113,8 @@ class BlockTimer:
         self.loss_scale = 1.0  # Lightning hands callbacks the loss divided by accumulate_grad_batches
         self.blocks: list[Block] = []
         self.batches = 0
+        self.samples_seen = 0
+        self.train_seconds = 0.0  # all timed training, warm-up and partial blocks included
         self.epoch_losses: list[float] = []
         self._running = False
         self._mark = 0.0
@@ -132,7 +134,9 @@ class BlockTimer:
     def pause(self) -> None:
         if self._running:
             sync(self.device)
-            self._block_seconds += time.perf_counter() - self._mark
+            elapsed = time.perf_counter() - self._mark
+            self._block_seconds += elapsed
+            self.train_seconds += elapsed
             self._running = False
 
     def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
@@ -141,6 +145,7 @@ class BlockTimer:
         self._block_batches += 1
         self._epoch_batches += 1
         self._block_samples += samples
+        self.samples_seen += samples
         if loss is not None:
             loss = loss.detach()
             self._block_loss = loss.clone() if self._block_loss is None else self._block_loss.add_(loss)

@@ -87,6 +87,8 @@ class Result:
     blocks_measured: int | None = None
     seed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # one point per validation during fit: epoch, step, samples, train_s, fit_s, val_loss
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), allow_nan=True)

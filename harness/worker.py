@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from harness import env
+from harness.curves import ValCurve
 from harness.errors import NonFiniteLoss, TrickSkipped, UserError
 from harness.measure import ThroughputMeter, peak_memory, reset_peak_memory
 from harness.spec import Result, RunSpec
@@ -100,7 +101,8 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         trick.apply(setup)
 
     meter = ThroughputMeter(spec.block_steps, spec.warmup_blocks)
-    trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=[*setup.callbacks, meter, *extra_callbacks])
+    curve = ValCurve(meter.timer)
+    trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=[*setup.callbacks, meter, curve, *extra_callbacks])
     result.precision = str(trainer.precision)
     device = trainer.strategy.root_device
 
@@ -125,6 +127,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.blocks_measured = summary.blocks
         if summary.warning:
             result.details["measure_warning"] = summary.warning
+    result.curve = curve.points
     result.train_loss = timer.final_train_loss
     result.steps = timer.batches
     result.optimizer_steps = trainer.global_step

@@ -30,6 +30,7 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     for result in results:
         row = dataclasses.asdict(result)
         row["details"] = json.dumps(row["details"], sort_keys=True)
+        row["curve"] = json.dumps(row["curve"])
         rows.append(row)
     columns = [f.name for f in dataclasses.fields(Result)]
     return pd.DataFrame(rows, columns=columns)
