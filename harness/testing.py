@@ -1,0 +1,43 @@
+"""Helpers for tests and benchmarks of this project and of third-party tricks: tiny, fast CPU runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.spec import BASELINE, COMBINE, RunSpec
+
+
+def tiny_spec(run_dir: Path, tricks: list[str] | None = None, **overrides: Any) -> RunSpec:
+    """A RunSpec for a short CPU run of the seed autoencoder on scikit-learn's digits.
+
+    Two epochs of 18 batches (batch 64) in blocks of 4: about a second of training, enough blocks
+    for a steady-state reading. Any RunSpec field can be overridden.
+    """
+    tricks = list(tricks or [])
+    label = COMBINE.join(tricks) or BASELINE
+    fields: dict[str, Any] = dict(
+        run_id=f"autoencoder-cpu-{label}-r0",
+        label=label,
+        tricks=tricks,
+        trick_params={},
+        workload="autoencoder",
+        dataset="digits",
+        dataset_reason="digits requested",
+        data_dir=str(run_dir / "data"),
+        loader="device",
+        accelerator="cpu",
+        batch_size=64,
+        lr=1e-3,
+        max_epochs=2,
+        max_steps=-1,
+        seed=42,
+        repeat=0,
+        block_steps=4,
+        warmup_blocks=1,
+        synthetic_size=512,
+        num_workers=0,
+        run_dir=str(run_dir),
+    )
+    fields.update(overrides)
+    return RunSpec(**fields)

@@ -1,0 +1,85 @@
+"""The command line as a user meets it: exit codes, one-line errors, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.trick import TRICKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--tricks", "grad-clip"], "unknown trick 'grad-clip'; did you mean grad-clipping"),
+        (["run", "--workload", "autoencodr"], "unknown workload 'autoencodr'; did you mean autoencoder"),
+        (["run", "--param", "grad-clipping.value=abc"], "value='abc' is not a valid float"),
+        (["run", "--accelerator", "tpu"], "unknown accelerator 'tpu'; valid choices: cpu, gpu, auto"),
+        (["run", "--max-steps", "0"], "--max-steps must be -1"),
+        (["report", "/nonexistent/run"], "results.jsonl does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([*argv, *(["--out", str(tmp_path), "--dataset", "digits"] if argv[0] == "run" else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("harness: error: ") and expected in err[-1]
+    assert not list(tmp_path.iterdir())  # nothing was run or written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA device")
+def test_gpu_asked_for_but_absent_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--accelerator", "gpu", "--out", str(tmp_path)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "no CUDA device is visible" in message and "--accelerator cpu" in message
+
+
+def test_list_shows_every_trick_with_its_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in TRICKS.names():
+        assert name in out
+    assert "[value=1.0, algorithm=norm]" in out and "autoencoder" in out
+
+
+def test_tiny_end_to_end_run_of_all_tricks(tmp_path: Path) -> None:
+    proc = harness("run", "--tricks", "all", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1",
+                   "--block-steps", "4", "--out", str(tmp_path / "reports"), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "reports").iterdir()
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["trick"] for r in rows] == ["baseline", *TRICKS.names()]
+    assert all(r["status"] in ("ok", "skipped") for r in rows)
+    assert all(r["samples_per_s"] > 0 for r in rows if r["status"] == "ok")
+    report = (run_dir / "report.md").read_text()
+    for name in ["baseline", *TRICKS.names()]:
+        assert f"| {name} " in report
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["versions"]["lightning"] and "--tricks all" in env["command"]
+    assert (run_dir / "results.csv").read_text().count("\n") == len(rows) + 1
+    assert "baseline" in proc.stdout and str(run_dir) in proc.stdout
+
+    first = report
+    rerender = harness("report", str(run_dir), cwd=tmp_path)
+    assert rerender.returncode == 0, rerender.stderr[-2000:]
+    assert (run_dir / "report.md").read_text() == first
+
+
+def test_a_failed_run_makes_the_exit_code_1(tmp_path: Path) -> None:
+    proc = harness("run", "--tricks", "none", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1",
+                   "--lr", "1e30", "--out", str(tmp_path), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 of 1 runs failed" in proc.stderr
