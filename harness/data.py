@@ -192,50 +192,35 @@ class TensorBatches:
             yield self.x[index], self.y[index]
 
 
-class DigitsDataModule(pl.LightningDataModule):
-    """28x28 digit images as a LightningDataModule; ``batch_size`` is an attribute the Tuner can scale."""
+class TensorDataModule(pl.LightningDataModule):
+    """A datamodule over in-memory (input, target) tensors split into train/val/test.
 
-    def __init__(
-        self,
-        dataset: str = "digits",
-        data_dir: str = "./data",
-        batch_size: int = 64,
-        loader: str = "device",
-        seed: int = 42,
-        synthetic_size: int = 8192,
-        num_workers: int = 0,
-    ) -> None:
+    Subclasses implement ``load_splits``. ``batch_size`` is a plain attribute that every
+    ``*_dataloader`` call reads, so Lightning's batch size finder can scale it. With
+    ``loader="device"`` the tensors move to the training device once, in ``setup``.
+    """
+
+    def __init__(self, batch_size: int = 64, loader: str = "device", seed: int = 42, num_workers: int = 0) -> None:
         super().__init__()
         if loader not in LOADERS:
             raise UserError(f"unknown loader {loader!r}; valid choices: {', '.join(LOADERS)}")
-        self.dataset = dataset
-        self.data_dir = data_dir
         self.batch_size = batch_size
         self.loader = loader
         self.seed = seed
-        self.synthetic_size = synthetic_size
         self.num_workers = num_workers
         self.loader_used = loader
         self.loader_reason = ""
         self.device: torch.device | None = None  # where to put the tensors when no Trainer is attached
         self.splits: dict[str, Split] | None = None
 
-    @classmethod
-    def from_spec(cls, spec: RunSpec) -> DigitsDataModule:
-        return cls(
-            dataset=spec.dataset,
-            data_dir=spec.data_dir,
-            batch_size=spec.batch_size,
-            loader=spec.loader,
-            seed=spec.seed,
-            synthetic_size=spec.synthetic_size,
-            num_workers=spec.num_workers,
-        )
+    def load_splits(self) -> dict[str, Split]:
+        """train/val/test tensors on the CPU."""
+        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        splits = load_splits(self.dataset, self.data_dir, self.seed, self.synthetic_size)
+        splits = self.load_splits()
         if self.loader == "device":
             device = self._target_device()
             fits, why = dataset_fits(splits, device)
@@ -277,6 +262,40 @@ class DigitsDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> TensorBatches | DataLoader:
         return self._batches("test", shuffle=False)
+
+
+class DigitsDataModule(TensorDataModule):
+    """28x28 digit images (MNIST, scikit-learn's digits or synthetic) with integer labels."""
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str = "./data",
+        batch_size: int = 64,
+        loader: str = "device",
+        seed: int = 42,
+        synthetic_size: int = 8192,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, loader=loader, seed=seed, num_workers=num_workers)
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.synthetic_size = synthetic_size
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec) -> DigitsDataModule:
+        return cls(
+            dataset=spec.dataset,
+            data_dir=spec.data_dir,
+            batch_size=spec.batch_size,
+            loader=spec.loader,
+            seed=spec.seed,
+            synthetic_size=spec.synthetic_size,
+            num_workers=spec.num_workers,
+        )
+
+    def load_splits(self) -> dict[str, Split]:
+        return load_splits(self.dataset, self.data_dir, self.seed, self.synthetic_size)
 
 
 def dataset_fits(splits: dict[str, Split], device: torch.device) -> tuple[bool, str]:

@@ -195,6 +195,7 @@ class ThroughputMeter(pl.Callback):
 
     def __init__(self, block_steps: int = 10, warmup_blocks: int = 1) -> None:
         self.timer = BlockTimer(torch.device("cpu"), block_steps, warmup_blocks)
+        self.example_batch: Any = None  # the first training batch, for counting FLOPs after fit
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -209,6 +210,8 @@ class ThroughputMeter(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self.example_batch is None:
+            self.example_batch = batch
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self.timer.add_batch(batch_size_of(batch), loss if isinstance(loss, torch.Tensor) else None)
 

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 
 from harness import env
-from harness.data import DigitsDataModule
+from harness.data import TensorDataModule
 from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS
@@ -33,8 +33,8 @@ def execute_plain(spec: RunSpec) -> Result:
     workload = WORKLOADS.get(spec.workload)()
     module = workload.build_module(spec).to(device)
     datamodule = workload.build_datamodule(spec)
-    if not isinstance(datamodule, DigitsDataModule):
-        raise TypeError(f"the parity loop needs a DigitsDataModule, got {type(datamodule).__name__}")
+    if not isinstance(datamodule, TensorDataModule):
+        raise TypeError(f"the parity loop needs a TensorDataModule, got {type(datamodule).__name__}")
     datamodule.device = device
     datamodule.setup("fit")
     optim_conf = module.configure_optimizers()

@@ -85,6 +85,9 @@ class Result:
     optimizer_steps: int | None = None
     epochs: int | None = None
     blocks_measured: int | None = None
+    flops_per_sample: float | None = None  # forward + backward of the training loss, measure_flops
+    flops_per_s: float | None = None  # achieved, at the measured samples/s
+    mfu: float | None = None  # flops_per_s / dense peak of the GPU for the precision used; None on CPU
     seed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     # one point per validation during fit: epoch, step, samples, train_s, fit_s, val_loss
