@@ -30,7 +30,7 @@ def execute_plain(spec: RunSpec) -> Result:
     started = time.perf_counter()
     device = accelerator_device(spec.accelerator)
     pl.seed_everything(spec.seed, workers=True, verbose=False)
-    workload = WORKLOADS.get(spec.workload)()
+    workload = WORKLOADS.get(spec.workload).from_params(spec.workload_params)
     module = workload.build_module(spec).to(device)
     datamodule = workload.build_datamodule(spec)
     if not isinstance(datamodule, TensorDataModule):

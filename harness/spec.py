@@ -44,6 +44,7 @@ class RunSpec:
     run_dir: str
     limit_val_batches: float | int = 1.0
     limit_test_batches: float | int = 1.0
+    workload_params: dict[str, str] = field(default_factory=dict)  # --param WORKLOAD.FIELD=VALUE
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
 
+from harness.params import from_params, parameters
 from harness.registry import Registry
 from harness.spec import RunSpec
 
@@ -18,6 +19,16 @@ class Workload:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """Parameter names and their defaults (sizes of the model, of the synthetic data...)."""
+        return parameters(cls)
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> Workload:
+        """Build the workload from ``--param NAME.FIELD=VALUE`` strings; UserError on a bad one."""
+        return from_params(cls, "workload", cls.name, params)
 
     def build_module(self, spec: RunSpec) -> pl.LightningModule:
         raise NotImplementedError
