@@ -54,6 +54,7 @@ class Throughput:
     blocks: int
     noisy: bool
     warning: str = ""
+    rates: tuple[float, ...] = ()  # samples/s of each kept block
 
 
 def summarise(blocks: list[Block], warmup_blocks: int) -> Throughput | None:
@@ -71,7 +72,7 @@ def summarise(blocks: list[Block], warmup_blocks: int) -> Throughput | None:
     iqr = _iqr(rates)
     step_ms = statistics.median(1000.0 * b.seconds / b.batches for b in kept)
     noisy = median > 0 and iqr / median > NOISY_IQR_RATIO
-    return Throughput(median, iqr, step_ms, len(kept), noisy, warning)
+    return Throughput(median, iqr, step_ms, len(kept), noisy, warning, tuple(rates))
 
 
 def _iqr(values: list[float]) -> float:

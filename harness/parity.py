@@ -76,6 +76,7 @@ def execute_plain(spec: RunSpec) -> Result:
         step_time_ms=summary.step_time_ms if summary else None,
         noisy=summary.noisy if summary else None,
         blocks_measured=summary.blocks if summary else None,
+        block_samples_per_s=list(summary.rates) if summary else [],
         peak_mem_bytes=peak, mem_kind=mem_kind, train_loss=timer.final_train_loss,
         steps=steps, optimizer_steps=steps, epochs=spec.max_epochs,
         fit_s=fit_s, wall_s=time.perf_counter() - started,

@@ -86,6 +86,7 @@ class Result:
     optimizer_steps: int | None = None
     epochs: int | None = None
     blocks_measured: int | None = None
+    block_samples_per_s: list[float] = field(default_factory=list)  # the kept blocks, for pooling repeats
     flops_per_sample: float | None = None  # forward + backward of the training loss, measure_flops
     flops_per_s: float | None = None  # achieved, at the measured samples/s
     mfu: float | None = None  # flops_per_s / dense peak of the GPU for the precision used; None on CPU
