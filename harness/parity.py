@@ -67,7 +67,7 @@ def execute_plain(spec: RunSpec) -> Result:
     summary = timer.summary()
     peak, mem_kind = peak_memory(device)
     return Result(
-        run_id=spec.run_id, trick=PLAIN_LABEL, workload=spec.workload, dataset=spec.dataset,
+        run_id=spec.run_id, trick=PLAIN_LABEL, workload=spec.workload, dataset=workload.dataset_label(spec),
         accelerator=spec.accelerator, repeat=spec.repeat, status="ok", seed=spec.seed,
         device_name=env.device_name(spec.accelerator), precision="32-true", batch_size=spec.batch_size,
         loader=datamodule.loader_used,

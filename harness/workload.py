@@ -30,6 +30,10 @@ class Workload:
         """Build the workload from ``--param NAME.FIELD=VALUE`` strings; UserError on a bad one."""
         return from_params(cls, "workload", cls.name, params)
 
+    def dataset_label(self, spec: RunSpec) -> str:
+        """What the rows call the data; workloads that bring their own data override it."""
+        return spec.dataset
+
     def build_module(self, spec: RunSpec) -> pl.LightningModule:
         raise NotImplementedError
 

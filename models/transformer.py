@@ -143,6 +143,9 @@ class TransformerWorkload(Workload):
         return LitTinyGPT(lr=spec.lr, batch_size=spec.batch_size, vocab=self.vocab, seq_len=self.seq_len,
                           d_model=self.d_model, layers=self.layers, heads=self.heads)
 
+    def dataset_label(self, spec: RunSpec) -> str:
+        return "markov-tokens"  # --dataset does not apply: the tokens are this workload's own
+
     def build_datamodule(self, spec: RunSpec) -> TokenDataModule:
         return TokenDataModule(self.sequences, self.seq_len, self.vocab, batch_size=spec.batch_size,
                                loader=spec.loader, seed=spec.seed, num_workers=spec.num_workers)
