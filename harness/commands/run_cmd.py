@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from harness import env
 from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
+from harness.commands.report_cmd import add_target_argument, check_target
 from harness.plan import parse_params, parse_tricks, plan_runs
 from harness.report import write_report
 from harness.runner import run_all
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of every cell, interleaved (default: 1)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the run folder (default: reports/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_target_argument(parser)
     add_training_arguments(parser)
 
 
@@ -39,6 +41,7 @@ def progress_line(result: Result) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    target_val_loss = check_target(args.target_val_loss)
     trick_runs = parse_tricks(args.tricks)
     trick_params = parse_params(args.param)
     workloads = WORKLOADS.select(args.workload)
@@ -54,9 +57,9 @@ def main(args: argparse.Namespace) -> int:
         specs, run_dir, timeout_s=args.timeout, show_progress=not args.quiet,
         on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
     )
-    print(write_report(run_dir, results, environment))
+    print(write_report(run_dir, results, environment, target_val_loss=target_val_loss))
     failed = [r for r in results if r.status == "failed"]
-    print(f"\nReport: {run_dir / 'report.md'}")
+    print(f"\nReport: {run_dir / 'report.html'} (and report.md)")
     if failed:
         print(f"harness: {len(failed)} of {len(results)} runs failed: {', '.join(r.run_id for r in failed)}", file=sys.stderr)
         return 1

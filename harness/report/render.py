@@ -1,4 +1,8 @@
-"""Write a run's report files: results.csv, report.md (and the same tables for the terminal)."""
+"""Write a run's report files: results.csv, report.md, report.html and plots/*.png.
+
+Every file is regenerated from results.jsonl (and the run's TensorBoard logs and artifacts):
+``python -m harness run`` calls :func:`write_report` at the end, ``python -m harness report`` again later.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,26 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.table import GROUP, display_table, results_frame, summary_frame
-from harness.spec import BASELINE, Result
-
-PROTOCOL = """\
-- Each run (baseline or trick) ran in its own fresh process with the same seed, data and budget.
-- samples/s is the median over blocks of training batches after the first warm-up block(s), with a
-  device sync only at block edges; validation, checkpointing and epoch ends are paused out of the clock.
-  `±x%` is the interquartile range over those blocks relative to the median; `noisy` flags IQR/median > 10%.
-- Peak memory is `{mem_kinds}`: on a CPU that is the whole child process's max RSS (torch and Lightning
-  included, hence close ratios); on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
-- Losses: train = mean over the last epoch; val and test = `Trainer.validate`/`test` on the final weights.
-- wall s is the whole run after imports: data, setup, tuning, fit, validate and test.
-- Ratios are against the baseline of the same table: samples/s above 1.00x is faster; ms/batch,
-  memory, losses and wall time below 1.00x are lower."""
+from harness.report.build import Group, Report, build_report
+from harness.report.html_page import render_html
+from harness.report.table import GROUP, display_table, results_frame
+from harness.report.text import FILES_TEXT, MARK_LEGEND, header_lines, problem_lines, protocol_text, warning_lines
+from harness.spec import Result
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, marks: pd.DataFrame | None = None) -> str:
+    """The display table as GitHub Markdown; best cells in bold and worst in italics when ``marks`` is given."""
+    if marks is not None:
+        table = table.copy()
+        for column in marks.columns:
+            for index in table.index:
+                mark, text = marks.at[index, column], table.at[index, column]
+                if text == "-":
+                    continue
+                if "best" in mark:
+                    table.at[index, column] = f"**{text}**"
+                elif "worst" in mark:
+                    table.at[index, column] = f"_{text}_"
     return table.to_markdown(index=False, disable_numparse=True)
 
 
@@ -38,62 +45,48 @@ def terminal_tables(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
-def _details_lines(results: list[Result]) -> list[str]:
-    lines = []
-    seen = set()
-    for result in results:
-        details = {k: v for k, v in result.details.items() if k not in ("dataset_reason",)}
-        if result.trick == BASELINE and not details or (result.trick, result.accelerator) in seen:
-            continue
-        seen.add((result.trick, result.accelerator))
-        text = ", ".join(f"{k}={v}" for k, v in details.items()) or "(nothing recorded)"
-        lines.append(f"- **{result.trick}** ({result.workload}, {result.accelerator}): {text}")
+def _group_markdown(group: Group) -> list[str]:
+    lines = [f"## {group.heading}", "", group.target_text, "", markdown_table(group.table, group.marks), "", MARK_LEGEND, ""]
+    if group.pareto:
+        lines += [f"Pareto front (cheapest for their val loss): {', '.join(group.pareto)}.", ""]
+    for plot in group.plots:
+        lines += [f"![{plot.title}]({plot.path})", "", f"_{plot.title}._ {plot.caption}", ""]
     return lines
 
 
-def render_markdown(run_dir: Path, results: list[Result], env: dict[str, Any]) -> str:
-    summary = summary_frame(results)
-    versions = env.get("versions", {})
-    dataset_reasons = sorted({r.details.get("dataset_reason", "") for r in results} - {""})
-    lines = [
-        f"# Trick bench report: {run_dir.name}",
-        "",
-        f"- Command: `{env.get('command', '?')}`",
-        f"- When: {env.get('time_utc', '?')}; git commit `{env.get('git_commit') or 'unknown'}`",
-        f"- Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs, {env.get('torch_threads', '?')} torch threads)"
-        + "".join(f"; GPU {g['name']}" for g in env.get("gpus", [])),
-        f"- Versions: python {env.get('python', '?')}, torch {versions.get('torch')}, lightning {versions.get('lightning')}",
-        *(f"- Dataset: {reason}" for reason in dataset_reasons),
-        "",
-    ]
-    for key, group in summary.groupby(GROUP, sort=False):
-        workload, dataset, accelerator = key
-        device = group["device_name"].dropna().iloc[0] if group["device_name"].notna().any() else ""
-        lines += [f"## {workload} on {accelerator} ({device}), dataset {dataset}", "", markdown_table(display_table(group)), ""]
-    details = _details_lines(results)
-    if details:
-        lines += ["## What each trick did", "", *details, ""]
-    problems = [r for r in results if r.status != "ok"]
-    if problems:
-        lines += ["## Skipped and failed runs", ""]
-        lines += [f"- **{r.trick}** ({r.workload}, {r.accelerator}, repeat {r.repeat}): {r.status}: {r.reason}" for r in problems]
+def render_markdown(report: Report) -> str:
+    lines = [f"# Trick bench report: {report.run_dir.name}", "", *header_lines(report), ""]
+    for group in report.groups:
+        lines += _group_markdown(group)
+    if report.details:
+        lines += ["## What each trick did", ""]
+        for details in report.details:
+            items = ", ".join(f"{k}={v}" for k, v in details.items.items())
+            links = "".join(f" [{image.path}]({image.path})" for image in details.images)
+            lines.append(f"- **{details.heading}**: {items}{links}")
         lines.append("")
-    warnings = sorted({f"{r.trick}: {r.details['measure_warning']}" for r in results if "measure_warning" in r.details})
+    problems = problem_lines(report.results)
+    if problems:
+        lines += ["## Skipped and failed runs", "", *problems, ""]
+    warnings = warning_lines(report.results)
     if warnings:
-        lines += ["## Measurement warnings", "", *(f"- {w}" for w in warnings), ""]
-    mem_kinds = ", ".join(sorted({r.mem_kind for r in results if r.mem_kind})) or "n/a"
-    lines += ["## How this was measured", "", PROTOCOL.format(mem_kinds=mem_kinds), ""]
-    lines += ["Files: `results.jsonl` (source of truth), `results.csv`, `env.json`, `logs/` (one log per run), "
-              "`tb/` (TensorBoard: `tensorboard --logdir tb`).", ""]
+        lines += ["## Measurement warnings", "", *warnings, ""]
+    lines += ["## How this was measured", "", protocol_text(report.results), "", FILES_TEXT, ""]
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | None = None) -> str:
-    """Write results.csv and report.md into ``run_dir``; return the terminal tables."""
+def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | None = None, *,
+                 target_val_loss: float | None = None) -> str:
+    """Write results.csv, plots/*.png, report.md and report.html into ``run_dir``; return the terminal tables.
+
+    ``target_val_loss``: the val loss that time-to-target is measured against; None: each group's
+    baseline final val loss.
+    """
     if env is None:
         env_path = run_dir / "env.json"
         env = json.loads(env_path.read_text()) if env_path.exists() else {}
     results_frame(results).to_csv(run_dir / "results.csv", index=False)
-    (run_dir / "report.md").write_text(render_markdown(run_dir, results, env))
-    summary = summary_frame(results)
-    return terminal_tables(summary) if not summary.empty else "(no results)"
+    report = build_report(run_dir, results, env, target_val_loss)
+    (run_dir / "report.md").write_text(render_markdown(report))
+    (run_dir / "report.html").write_text(render_html(report))
+    return terminal_tables(report.summary) if not report.summary.empty else "(no results)"

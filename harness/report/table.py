@@ -2,17 +2,20 @@
 
 Ratios are taken against the baseline of the same workload, dataset and accelerator, so each cell
 reads "this trick, against doing nothing, on this machine". With repeats, each number is the median
-over repeats; the throughput's spread is the median of the per-run IQRs over blocks.
+over repeats; the throughput's spread is the median of the per-run IQRs over blocks. The summary
+also carries each row's time to the target val loss (see ``harness.report.target``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 
 import pandas as pd
 
+from harness.report.target import format_to_target, target_frame
 from harness.spec import BASELINE, Result
 
 GROUP = ["workload", "dataset", "accelerator"]
@@ -43,8 +46,9 @@ def _status(statuses: pd.Series) -> str:
     return ", ".join(f"{status} {count}/{len(statuses)}" for status, count in counts.items())
 
 
-def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
-    """Aggregate repeats and add ``<metric>_ratio`` columns against each group's baseline."""
+def summary_frame(results: Sequence[Result], target_val_loss: float | None = None) -> pd.DataFrame:
+    """Aggregate repeats, add ``<metric>_ratio`` columns against each group's baseline and the
+    time-to-target columns (target: ``target_val_loss``, else each group's baseline final val loss)."""
     frame = results_frame(results)
     if frame.empty:
         return frame
@@ -72,6 +76,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
             if pd.notna(row[metric]) else float("nan")
             for _, row in summary.iterrows()
         ]
+    summary = summary.merge(target_frame(results, target_val_loss), on=keys, how="left")
     summary["_order"] = summary["trick"].map({name: i for i, name in enumerate(order)})
     return summary.sort_values([*GROUP, "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
 
@@ -101,8 +106,59 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     out["val loss"] = [_with_ratio(v, r, ".4f") for v, r in zip(summary["val_loss"], summary["val_loss_ratio"])]
     out["test loss"] = [_with_ratio(v, r, ".4f") for v, r in zip(summary["test_loss"], summary["test_loss_ratio"])]
     out["wall s"] = [_with_ratio(v, r, ".1f") for v, r in zip(summary["wall_s"], summary["wall_s_ratio"])]
+    to_target = [format_to_target(s, n) for s, n in zip(summary["to_target_s"], summary["to_target_samples"])]
+    out["to target s"] = [s for s, _ in to_target]
+    out["to target samples"] = [n for _, n in to_target]
     out["precision"] = summary["precision"].fillna("")
     out["batch"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["batch_size"]]
     out["opt steps"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["optimizer_steps"]]
     out["note"] = summary["reason"].fillna("")
     return out
+
+
+# display column -> (summary column, which end is best); the cells best/worst marks apply to
+BEST_IS = {
+    "samples/s": ("samples_per_s", "max"),
+    "ms/batch": ("step_time_ms", "min"),
+    "peak mem MiB": ("peak_mem_bytes", "min"),
+    "train loss": ("train_loss", "min"),
+    "val loss": ("val_loss", "min"),
+    "test loss": ("test_loss", "min"),
+    "wall s": ("wall_s", "min"),
+    "to target s": ("to_target_s", "min"),
+    "to target samples": ("to_target_samples", "min"),
+}
+NOISY_COLUMNS = ("samples/s", "ms/batch")  # both come from the same timing blocks
+MARK_TOLERANCE = 0.01  # values within 1% count as tied: 855 vs 856 MiB is no best and worst
+
+
+def _close(values: pd.Series, target: float) -> pd.Series:
+    if math.isinf(target):
+        return values == target
+    return (values - target).abs() <= MARK_TOLERANCE * abs(target)
+
+
+def cell_marks(summary: pd.DataFrame) -> pd.DataFrame:
+    """For one group's summary rows: "best", "worst" or "" per display cell, "noisy" added where flagged.
+
+    Best and worst are taken per column over the rows that have a value; values within 1% of the
+    best (worst) share its mark, and a column whose best and worst are within 1% of each other has
+    no mark (nothing to choose). "not reached" (infinite time to target) is the worst there is.
+    Indexed and labelled like ``display_table(summary)``; a cell can read "best noisy".
+    """
+    table = display_table(summary)
+    marks = pd.DataFrame("", index=table.index, columns=table.columns)
+    for column, (metric, sense) in BEST_IS.items():
+        values = pd.to_numeric(summary[metric], errors="coerce").astype(float).set_axis(table.index)
+        present = values.dropna()
+        if len(present) < 2:
+            continue
+        best, worst = (present.max(), present.min()) if sense == "max" else (present.min(), present.max())
+        if math.isinf(best) or (not math.isinf(worst) and abs(worst - best) <= MARK_TOLERANCE * abs(best)):
+            continue  # all "not reached", or nothing to choose between
+        marks.loc[_close(values, worst), column] = "worst"
+        marks.loc[_close(values, best), column] = "best"
+    noisy = summary["noisy"].fillna(False).astype(bool).set_axis(table.index)
+    for column in NOISY_COLUMNS:
+        marks.loc[noisy, column] = (marks.loc[noisy, column] + " noisy").str.strip()
+    return marks

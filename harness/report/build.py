@@ -1,0 +1,244 @@
+"""Gather what the report pages show, once: the summary, per-group tables and plots, per-trick details.
+
+``build_report`` reads results (and the run's TensorBoard logs and artifacts), writes the PNGs under
+``<run>/plots/`` and returns a :class:`Report` that the Markdown and HTML pages both render, so the
+two pages always show the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.report import plots
+from harness.report.table import GROUP, cell_marks, display_table, summary_frame
+from harness.report.tblogs import fit_curves, tb_version_dir
+from harness.spec import Result
+
+PLOTS_DIR = "plots"
+# details that are bookkeeping, not something a trick did
+HIDDEN_DETAILS = ("dataset_reason",)
+
+
+@dataclass
+class Plot:
+    title: str
+    path: str  # relative to the run folder, POSIX separators (a Markdown link and the HTML's source)
+    caption: str = ""
+
+
+@dataclass
+class Group:
+    """One (workload, dataset, accelerator): its table, its target, its plots."""
+
+    key: tuple[str, str, str]
+    heading: str
+    summary: pd.DataFrame
+    table: pd.DataFrame  # display strings, see table.display_table
+    marks: pd.DataFrame  # "best", "worst", "noisy" per cell, see table.cell_marks
+    target_text: str
+    pareto: list[str]
+    plots: list[Plot] = field(default_factory=list)
+
+
+@dataclass
+class TrickDetails:
+    """What one trick did in one group: key/value items and any images it left (e.g. an LR curve)."""
+
+    trick: str
+    heading: str
+    items: dict[str, str]
+    images: list[Plot] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    run_dir: Path
+    env: dict[str, Any]
+    results: list[Result]
+    summary: pd.DataFrame
+    groups: list[Group]
+    details: list[TrickDetails]
+    target_val_loss: float | None
+
+
+def slug(*parts: str) -> str:
+    """A file-name-safe name: 'autoencoder', 'bf16-mixed+grad-clipping' -> 'autoencoder-bf16-mixed-grad-clipping'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
+
+
+def build_report(run_dir: Path, results: list[Result], env: dict[str, Any], target_val_loss: float | None = None,
+                 draw: bool = True) -> Report:
+    """Summarise ``results`` and, with ``draw``, (re)write every PNG of the run under ``plots/``."""
+    summary = summary_frame(results, target_val_loss)
+    plots_dir = run_dir / PLOTS_DIR
+    if draw and plots_dir.is_dir():
+        for old in plots_dir.glob("*.png"):  # the folder is the report's own; stale plots must not linger
+            old.unlink()
+    groups = []
+    if not summary.empty:
+        for key, rows in summary.groupby(GROUP, sort=False):
+            groups.append(_group(run_dir, results, key, rows.reset_index(drop=True), target_val_loss, draw))
+    details = _trick_details(run_dir, results, draw)
+    return Report(run_dir, env, results, summary, groups, details, target_val_loss)
+
+
+def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows: pd.DataFrame,
+           target_val_loss: float | None, draw: bool) -> Group:
+    workload, dataset, accelerator = key
+    device = rows["device_name"].dropna().iloc[0] if rows["device_name"].notna().any() else ""
+    heading = f"{workload} on {accelerator} ({device}), dataset {dataset}" if device else f"{workload} on {accelerator}, dataset {dataset}"
+    target = rows["target_val_loss"].dropna()
+    if target.empty:
+        target_text = "Target val loss: none (no baseline val loss in this run; set one with `--target-val-loss`)."
+    elif target_val_loss is not None:
+        target_text = f"Target val loss: {target.iloc[0]:.4g} (`--target-val-loss`)."
+    else:
+        target_text = f"Target val loss: {target.iloc[0]:.4g} (the baseline's final val loss)."
+    front = plots.pareto_mask(rows["wall_s"], rows["val_loss"])
+    group = Group(
+        key=key, heading=heading, summary=rows, table=display_table(rows), marks=cell_marks(rows),
+        target_text=target_text, pareto=list(rows.loc[front, "trick"]),
+    )
+    if not draw:
+        return group
+    colors = plots.trick_colors(list(rows["trick"]))
+    name = slug(workload, dataset, accelerator)
+    group.plots.append(_save(run_dir, f"{name}-throughput-memory.png", plots.throughput_memory_figure(rows, heading),
+                             "Throughput and peak memory per trick",
+                             "Bars: median; whiskers: IQR over timing blocks; hatched: noisy (IQR/median > 10%). "
+                             "Green: better than the baseline, red: worse."))
+    series, x_label = _loss_series(run_dir, results, key, list(rows["trick"]))
+    if any(series.values()):
+        group.plots.append(_save(run_dir, f"{name}-loss-curves.png",
+                                 plots.loss_curves_figure(series, x_label, heading, colors),
+                                 "Loss curves of every trick over the baseline's",
+                                 f"Read from the TensorBoard event files of each run's `fit` (first repeat); x: {x_label}."))
+    if rows[["wall_s", "val_loss"]].dropna().shape[0] > 0:
+        group.plots.append(_save(run_dir, f"{name}-pareto.png", plots.pareto_figure(rows, heading, colors),
+                                 "Wall time against final val loss",
+                                 "Pareto front: the runs that no other run beats on both wall time and val loss, "
+                                 f"i.e. the cheapest for their quality: {', '.join(group.pareto) or 'none'}."))
+    return group
+
+
+def _save(run_dir: Path, name: str, figure: Any, title: str, caption: str) -> Plot:
+    plots.save_png(figure, run_dir / PLOTS_DIR / name)
+    return Plot(title=title, path=f"{PLOTS_DIR}/{name}", caption=caption)
+
+
+def _first_ok(results: list[Result], key: tuple[str, str, str], trick: str) -> Result | None:
+    candidates = [r for r in results if (r.workload, r.dataset, r.accelerator) == key and r.trick == trick]
+    ok = sorted((r for r in candidates if r.status == "ok"), key=lambda r: r.repeat)
+    return ok[0] if ok else None
+
+
+def _step_to_samples(result: Result) -> tuple[np.ndarray, np.ndarray] | None:
+    """(optimizer steps, samples seen) at each validation, from the recorded curve, starting at (0, 0)."""
+    points = [(p["step"], p["samples"]) for p in result.curve if "step" in p and "samples" in p]
+    steps = np.array([0, *(s for s, _ in points)], dtype=float)
+    samples = np.array([0, *(n for _, n in points)], dtype=float)
+    if len(points) == 0 or np.any(np.diff(steps) <= 0):
+        return None
+    return steps, samples
+
+
+def _loss_series(run_dir: Path, results: list[Result], key: tuple[str, str, str],
+                 tricks: list[str]) -> tuple[dict[str, dict[str, pd.DataFrame]], str]:
+    """Each trick's fit curves from TensorBoard, on a shared x axis: samples seen when every run's
+    step->samples map is known (tricks that change the batch or accumulate stay comparable), else steps.
+
+    A TensorBoard step ``s`` is logged during optimizer step ``s + 1``, so x is taken at ``s + 1``.
+    """
+    raw: dict[str, tuple[Result, dict[str, pd.DataFrame]]] = {}
+    for trick in tricks:
+        result = _first_ok(results, key, trick)
+        if result is not None:
+            curves = fit_curves(tb_version_dir(run_dir, result))
+            if curves:
+                raw[trick] = (result, curves)
+    maps = {trick: _step_to_samples(result) for trick, (result, _) in raw.items()}
+    use_samples = bool(maps) and all(m is not None for m in maps.values())
+    series: dict[str, dict[str, pd.DataFrame]] = {}
+    for trick, (_, curves) in raw.items():
+        series[trick] = {}
+        for tag, frame in curves.items():
+            steps = frame["step"].to_numpy(dtype=float) + 1
+            x = np.interp(steps, *maps[trick]) if use_samples else steps
+            series[trick][tag] = pd.DataFrame({"x": x, "value": frame["value"].to_numpy(dtype=float)})
+    return series, ("training samples seen" if use_samples else "optimizer steps")
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 300 else text[:297] + "..."
+    return str(value)
+
+
+def _trick_details(run_dir: Path, results: list[Result], draw: bool) -> list[TrickDetails]:
+    """Per (group, trick), from its first ok run (else its first run): what the run used and did."""
+    chosen: dict[tuple[str, str, str, str], Result] = {}
+    for result in results:
+        key = (result.workload, result.dataset, result.accelerator, result.trick)
+        current = chosen.get(key)
+        if current is None or (current.status != "ok" and result.status == "ok"):
+            chosen[key] = result
+    out = []
+    for (workload, dataset, accelerator, trick), result in chosen.items():
+        items: dict[str, str] = {"status": result.status + (f": {result.reason}" if result.reason else "")}
+        if result.status == "ok":
+            items.update({
+                "precision": result.precision or "-",
+                "batch size": _format_value(result.batch_size),
+                "epochs run": _format_value(result.epochs),
+                "optimizer steps": _format_value(result.optimizer_steps),
+                "tune s": f"{result.tune_s:.2f}",
+                "fit s": f"{result.fit_s:.2f}" if result.fit_s is not None else "-",
+                "loader": result.loader or "-",
+            })
+        images = []
+        for name, value in result.details.items():
+            if name in HIDDEN_DETAILS:
+                continue
+            items[name] = _format_value(value)
+            if name.endswith("_png") and isinstance(value, str) and (run_dir / value).is_file():
+                images.append(Plot(title=f"{trick}: {name}", path=Path(value).as_posix()))
+        if draw:
+            images += _lr_curve_plots(run_dir, result, images)
+        heading = f"{trick} ({workload}, {dataset}, {accelerator})"
+        out.append(TrickDetails(trick=trick, heading=heading, items=items, images=images))
+    return out
+
+
+def _lr_curve_plots(run_dir: Path, result: Result, existing: list[Plot]) -> list[Plot]:
+    """Draw an LR-vs-loss curve from a ``*_json`` detail holding {"lr": [...], "loss": [...]} (the shape
+    of Lightning's ``LRFinder.results``) when the trick left no PNG of it."""
+    if existing:
+        return []
+    out = []
+    for name, value in result.details.items():
+        if not (name.endswith("_json") and isinstance(value, str) and (run_dir / value).is_file()):
+            continue
+        try:
+            data = json.loads((run_dir / value).read_text())
+            lrs, losses = [float(v) for v in data["lr"]], [float(v) for v in data["loss"]]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not lrs or len(lrs) != len(losses):
+            continue
+        found = result.details.get("found_lr")
+        figure = plots.lr_curve_figure(lrs, losses, f"{result.trick}: LR finder ({result.workload}, {result.accelerator})",
+                                       float(found) if isinstance(found, (int, float)) else None)
+        file = f"{slug(result.workload, result.dataset, result.accelerator, result.trick)}-{slug(name[:-5])}.png"
+        out.append(_save(run_dir, file, figure, f"{result.trick}: loss against learning rate", ""))
+    return out

@@ -1,0 +1,64 @@
+"""The report's prose, shared by report.md and report.html: run header, problems, protocol."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harness.report.target import DEFINITION as TARGET_DEFINITION
+from harness.spec import Result
+
+if TYPE_CHECKING:
+    from harness.report.build import Report
+
+PROTOCOL = """\
+- Each run (baseline or trick) ran in its own fresh process with the same seed, data and budget.
+- samples/s is the median over blocks of training batches after the first warm-up block(s), with a
+  device sync only at block edges; validation, checkpointing and epoch ends are paused out of the clock.
+  `±x%` is the interquartile range over those blocks relative to the median; `noisy` flags IQR/median > 10%.
+- Peak memory is `{mem_kinds}`: on a CPU that is the whole child process's max RSS (torch and Lightning
+  included, hence close ratios); on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
+- Losses: train = mean over the last epoch; val and test = `Trainer.validate`/`test` on the final weights.
+- wall s is the whole run after imports: data, setup, tuning, fit, validate and test.
+- {target_definition}
+- Pareto front (wall time against final val loss): the rows that no other row beats on both.
+- Ratios are against the baseline of the same table: samples/s above 1.00x is faster; ms/batch,
+  memory, losses and wall time below 1.00x are lower."""
+
+
+MARK_LEGEND = "**bold**: best of its column, _italic_: worst; `noisy`: IQR/median > 10%."
+
+
+def header_lines(report: Report) -> list[str]:
+    """The run's identity as Markdown bullets (both pages use them)."""
+    env = report.env
+    versions = env.get("versions", {})
+    dataset_reasons = sorted({r.details.get("dataset_reason", "") for r in report.results} - {""})
+    return [
+        f"- Command: `{env.get('command', '?')}`",
+        f"- When: {env.get('time_utc', '?')}; git commit `{env.get('git_commit') or 'unknown'}`",
+        f"- Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs, {env.get('torch_threads', '?')} torch threads)"
+        + "".join(f"; GPU {g['name']}" for g in env.get("gpus", [])),
+        f"- Versions: python {env.get('python', '?')}, torch {versions.get('torch')}, lightning {versions.get('lightning')}",
+        *(f"- Dataset: {reason}" for reason in dataset_reasons),
+    ]
+
+
+def problem_lines(results: list[Result]) -> list[str]:
+    problems = [r for r in results if r.status != "ok"]
+    return [f"- **{r.trick}** ({r.workload}, {r.accelerator}, repeat {r.repeat}): {r.status}: {r.reason}" for r in problems]
+
+
+def warning_lines(results: list[Result]) -> list[str]:
+    warnings = sorted({f"{r.trick}: {r.details['measure_warning']}" for r in results if "measure_warning" in r.details})
+    return [f"- {w}" for w in warnings]
+
+
+def protocol_text(results: list[Result]) -> str:
+    mem_kinds = ", ".join(sorted({r.mem_kind for r in results if r.mem_kind})) or "n/a"
+    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION)
+
+
+FILES_TEXT = (
+    "Files: `results.jsonl` (source of truth), `results.csv`, `env.json`, `report.md`, `report.html` (self-contained), "
+    "`plots/` (the figures), `logs/` (one log per run), `tb/` (TensorBoard: `tensorboard --logdir tb`)."
+)
