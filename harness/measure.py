@@ -69,13 +69,14 @@ def summarise(blocks: list[Block], warmup_blocks: int) -> Throughput | None:
         warning = f"only {len(full)} block(s) measured: warm-up included; raise the budget or lower --block-steps"
     rates = [b.samples_per_s for b in kept]
     median = statistics.median(rates)
-    iqr = _iqr(rates)
+    spread = iqr(rates)
     step_ms = statistics.median(1000.0 * b.seconds / b.batches for b in kept)
-    noisy = median > 0 and iqr / median > NOISY_IQR_RATIO
-    return Throughput(median, iqr, step_ms, len(kept), noisy, warning, tuple(rates))
+    noisy = median > 0 and spread / median > NOISY_IQR_RATIO
+    return Throughput(median, spread, step_ms, len(kept), noisy, warning, tuple(rates))
 
 
-def _iqr(values: list[float]) -> float:
+def iqr(values: list[float]) -> float:
+    """Interquartile range (inclusive quartiles); 0 for fewer than two values."""
     if len(values) < 2:
         return 0.0
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")

@@ -75,9 +75,27 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_COLUMNS = [
+    "workload", "dataset", "accelerator", "trick", "status", "reason", "repeats", "device_name", "precision",
+    "batch_size", "samples_per_s", "samples_per_s_iqr", "noisy", "samples_per_s_ratio", "step_time_ms",
+    "peak_mem_bytes", "peak_mem_bytes_ratio", "mem_kind", "train_loss", "val_loss", "val_loss_ratio", "test_loss",
+    "wall_s", "wall_s_ratio", "tune_s", "to_target_s", "to_target_samples", "flops_per_s", "mfu", "gpu_cpu_speed",
+]
+
+
+def write_summary(run_dir: Path, summary: pd.DataFrame) -> None:
+    """summary.csv and summary.json: one row per table cell group (medians over repeats, ratios, noisy flag)."""
+    if summary.empty:
+        return
+    columns = [c for c in SUMMARY_COLUMNS if c in summary.columns]
+    table = summary[columns]
+    table.to_csv(run_dir / "summary.csv", index=False)
+    table.to_json(run_dir / "summary.json", orient="records", indent=2)
+
+
 def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | None = None, *,
                  target_val_loss: float | None = None) -> str:
-    """Write results.csv, plots/*.png, report.md and report.html into ``run_dir``; return the terminal tables.
+    """Write results.csv, summary.csv/json, plots/*.png, report.md and report.html; return the terminal tables.
 
     ``target_val_loss``: the val loss that time-to-target is measured against; None: each group's
     baseline final val loss.
@@ -87,6 +105,7 @@ def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | Non
         env = json.loads(env_path.read_text()) if env_path.exists() else {}
     results_frame(results).to_csv(run_dir / "results.csv", index=False)
     report = build_report(run_dir, results, env, target_val_loss)
+    write_summary(run_dir, report.summary)
     (run_dir / "report.md").write_text(render_markdown(report))
     (run_dir / "report.html").write_text(render_html(report))
     return terminal_tables(report.summary) if not report.summary.empty else "(no results)"

@@ -2,8 +2,10 @@
 
 Ratios are taken against the baseline of the same workload, dataset and accelerator, so each cell
 reads "this trick, against doing nothing, on this machine". With repeats, each number is the median
-over repeats; the throughput's spread is the median of the per-run IQRs over blocks. The summary
-also carries each row's time to the target val loss (see ``harness.report.target``).
+over repeats, except throughput: its median and IQR are taken over the timing blocks of all repeats
+pooled, so that a cell is flagged noisy (IQR/median > 10%) whether blocks or repeats disagree. Where
+a run was measured on both CPU and GPU, GPU rows carry their GPU/CPU speed ratio. The summary also
+carries each row's time to the target val loss (see ``harness.report.target``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 from collections.abc import Sequence
 
 import pandas as pd
 
+from harness.measure import NOISY_IQR_RATIO, iqr
 from harness.report.target import format_to_target, target_frame
 from harness.spec import BASELINE, Result
 
@@ -24,6 +28,7 @@ RATIO_METRICS = ["samples_per_s", "step_time_ms", "peak_mem_bytes", "val_loss", 
 NUMERIC = [
     "samples_per_s", "samples_per_s_iqr", "step_time_ms", "peak_mem_bytes", "train_loss", "val_loss",
     "test_loss", "wall_s", "fit_s", "tune_s", "steps", "optimizer_steps", "epochs", "blocks_measured", "batch_size",
+    "flops_per_sample", "flops_per_s", "mfu",
 ]
 
 
@@ -34,6 +39,7 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
         row = dataclasses.asdict(result)
         row["details"] = json.dumps(row["details"], sort_keys=True)
         row["curve"] = json.dumps(row["curve"])
+        row["block_samples_per_s"] = json.dumps(row["block_samples_per_s"])
         rows.append(row)
     columns = [f.name for f in dataclasses.fields(Result)]
     return pd.DataFrame(rows, columns=columns)
@@ -69,6 +75,8 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
     )
     summary = first.join(numeric).join(noisy.rename("noisy")).reset_index()
     summary["noisy"] = summary["noisy"].fillna(False).astype(bool)
+    _pool_blocks(summary, [r for r in results if r.status == "ok"])
+    summary["gpu_cpu_speed"] = _gpu_cpu_speed(summary)
     for metric in RATIO_METRICS:
         baseline = summary[summary["trick"] == BASELINE].set_index(GROUP)[metric]
         summary[f"{metric}_ratio"] = [
@@ -79,6 +87,44 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
     summary = summary.merge(target_frame(results, target_val_loss), on=keys, how="left")
     summary["_order"] = summary["trick"].map({name: i for i, name in enumerate(order)})
     return summary.sort_values([*GROUP, "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _pool_blocks(summary: pd.DataFrame, ok: Sequence[Result]) -> None:
+    """Median and IQR of samples/s over the blocks of every repeat of a cell, and its noisy flag."""
+    pooled: dict[tuple[str, ...], list[float]] = {}
+    for result in ok:
+        key = (result.workload, result.dataset, result.accelerator, result.trick)
+        pooled.setdefault(key, []).extend(result.block_samples_per_s)
+    for index, row in summary.iterrows():
+        rates = pooled.get((row["workload"], row["dataset"], row["accelerator"], row["trick"]))
+        if not rates:
+            continue  # results from before blocks were kept: the per-run medians stand
+        median = statistics.median(rates)
+        spread = iqr(rates)
+        summary.at[index, "samples_per_s"] = median
+        summary.at[index, "samples_per_s_iqr"] = spread
+        summary.at[index, "noisy"] = bool(median > 0 and spread / median > NOISY_IQR_RATIO)
+
+
+def _gpu_cpu_speed(summary: pd.DataFrame) -> list[float]:
+    """samples/s on GPU over samples/s on CPU for the same workload, dataset and trick (GPU rows only)."""
+    speed = summary.set_index(["workload", "dataset", "accelerator", "trick"])["samples_per_s"]
+    ratios = []
+    for _, row in summary.iterrows():
+        cpu = speed.get((row["workload"], row["dataset"], "cpu", row["trick"]))
+        ok = row["accelerator"] == "gpu" and cpu is not None and pd.notna(cpu) and cpu > 0
+        ratios.append(row["samples_per_s"] / cpu if ok else float("nan"))
+    return ratios
+
+
+def _flops(value: float) -> str:
+    if pd.isna(value):
+        return "-"
+    for scale, unit in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1.0, "")):
+        if value >= scale or scale == 1.0:
+            x = value / scale
+            return (f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}") + f" {unit}".rstrip()
+    raise AssertionError("unreachable")
 
 
 def _with_ratio(value: float, ratio: float, fmt: str) -> str:
@@ -109,6 +155,13 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     to_target = [format_to_target(s, n) for s, n in zip(summary["to_target_s"], summary["to_target_samples"])]
     out["to target s"] = [s for s, _ in to_target]
     out["to target samples"] = [n for _, n in to_target]
+    out["FLOP/s"] = [_flops(v) for v in summary["flops_per_s"]]
+    if summary["mfu"].notna().any():
+        out["MFU"] = [f"{v:.1%}" if pd.notna(v) else "-" for v in summary["mfu"]]
+    if summary["gpu_cpu_speed"].notna().any():
+        out["GPU/CPU"] = [f"{v:.1f}x" if pd.notna(v) else "-" for v in summary["gpu_cpu_speed"]]
+    if (summary["repeats"] > 1).any():
+        out["runs"] = summary["repeats"].astype(str)
     out["precision"] = summary["precision"].fillna("")
     out["batch"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["batch_size"]]
     out["opt steps"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["optimizer_steps"]]
@@ -127,6 +180,7 @@ BEST_IS = {
     "wall s": ("wall_s", "min"),
     "to target s": ("to_target_s", "min"),
     "to target samples": ("to_target_samples", "min"),
+    "MFU": ("mfu", "max"),
 }
 NOISY_COLUMNS = ("samples/s", "ms/batch")  # both come from the same timing blocks
 MARK_TOLERANCE = 0.01  # values within 1% count as tied: 855 vs 856 MiB is no best and worst
