@@ -1,7 +1,7 @@
 """Exceptions that carry a decision about how the harness reports a problem.
 
 A :class:`UserError` is a mistake the user can fix (an unknown name, a bad flag, a GPU asked for
-but absent): the CLI prints it as one line and exits 2, with no traceback. The other two are raised
+but absent): the CLI prints it as one line and exits 2, with no traceback. The others are raised
 inside a run and turn into a row of the results table instead of stopping the whole job.
 """
 
@@ -17,6 +17,10 @@ class UserError(Exception):
 
 class TrickSkipped(Exception):
     """A trick cannot run in this setup (e.g. fp16 on a CPU); the row is marked skipped with the reason."""
+
+
+class TrickFailed(Exception):
+    """A trick ran but could not do its job (e.g. the LR finder found no suggestion); the row is marked failed."""
 
 
 class NonFiniteLoss(Exception):

@@ -8,11 +8,12 @@ instead of biasing the rows that happened to run last.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.spec import BASELINE, COMBINE, RunSpec
-from harness.trick import TRICKS
+from harness.trick import TRICKS, check_combination
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,21 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
     return params
 
 
+def check_trick_runs(trick_runs: list[list[str]], trick_params: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """Check every combination with its parameters before anything runs: label -> its warnings.
+
+    A refused combination raises UserError (exit 2, no run started); the worker repeats the same
+    check and records the warnings in the row's ``details["warnings"]``.
+    """
+    warnings: dict[str, list[str]] = {}
+    for names in trick_runs:
+        tricks = [TRICKS.get(name).from_params(trick_params.get(name, {})) for name in names]
+        found = check_combination(tricks)
+        if found:
+            warnings[COMBINE.join(names)] = found
+    return warnings
+
+
 def plan_runs(
     trick_runs: list[list[str]],
     workloads: list[str],
@@ -87,6 +103,9 @@ def plan_runs(
 ) -> list[RunSpec]:
     if repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
+    for label, found in check_trick_runs(trick_runs, trick_params).items():
+        for warning in found:
+            print(f"harness: warning: {label}: {warning}", file=sys.stderr)
     specs = []
     for workload in workloads:
         for accelerator in accelerators:

@@ -5,6 +5,11 @@ A trick is a dataclass whose fields are its parameters (typed, with defaults tha
 the Trainer kwargs, callbacks, module or datamodule before the Trainer exists; ``tune`` runs after
 the Trainer exists and before ``fit`` (the LR and batch size finders live there, timed apart).
 Whatever a trick did goes into ``setup.details`` so that the report can show it.
+
+Tricks meet in combinations (``bf16-mixed+grad-clipping``). Each trick says what it cannot run
+with through ``conflicts``: a refusal stops the plan before any run starts (a UserError naming the
+combination and the reason), a warning is printed then and recorded in the row's ``warnings``.
+Two tricks that set the same Trainer argument (``trainer_args``) are refused without more code.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 
 from harness.errors import UserError, unknown_name_error
 from harness.registry import Registry
-from harness.spec import RunSpec
+from harness.spec import COMBINE, RunSpec
 
 
 @dataclass
@@ -37,6 +44,29 @@ class Setup:
     def accelerator(self) -> str:
         return self.spec.accelerator
 
+    def artifact_path(self, filename: str) -> tuple[Path, str]:
+        """Where a trick saves a file of this run (``<run_dir>/artifacts/<run_id>/``): absolute, and
+        relative to the run folder (what goes into ``details``, so that a moved report still finds it)."""
+        folder = Path(self.spec.run_dir) / "artifacts" / self.spec.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / filename
+        return path, str(path.relative_to(self.spec.run_dir))
+
+
+def add_warning(details: dict[str, Any], text: str) -> None:
+    """Record a warning in a row's ``details["warnings"]`` (a list), once."""
+    warnings = details.setdefault("warnings", [])
+    if text not in warnings:
+        warnings.append(text)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why a trick should not run together with others: ``refuse`` stops the plan, ``warn`` is recorded."""
+
+    level: Literal["refuse", "warn"]
+    reason: str
+
 
 @dataclass
 class Trick:
@@ -45,12 +75,31 @@ class Trick:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     source: ClassVar[str] = ""  # where the trick comes from: a Lightning docs page or a paper
+    # Trainer arguments this trick owns: a combination of two tricks that set the same one is refused.
+    trainer_args: ClassVar[frozenset[str]] = frozenset()
+    # Order of the tuning phases in a combination: the batch size is found before the LR, as
+    # Lightning's docs advise (the best LR depends on the batch size, not the other way round).
+    tune_order: ClassVar[int] = 0
 
     def apply(self, setup: Setup) -> None:
         """Change the setup before the Trainer is built. Raise TrickSkipped where it cannot run."""
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         """Optional tuning phase after the Trainer is built and before fit; its time is reported."""
+
+    def conflicts(self, others: Sequence[Trick]) -> list[Conflict]:
+        """Refusals and warnings about running this trick together with ``others`` (empty: it runs alone).
+
+        The base refuses two tricks that set the same Trainer argument, since one would silently
+        overwrite the other. Subclasses extend the list (``[*super().conflicts(others), ...]``).
+        """
+        conflicts = []
+        for other in others:
+            shared = sorted(self.trainer_args & other.trainer_args)
+            if shared:
+                args = ", ".join(f"{arg}=..." for arg in shared)
+                conflicts.append(Conflict("refuse", f"{self.name} and {other.name} both set Trainer({args})"))
+        return conflicts
 
     @classmethod
     def parameters(cls) -> dict[str, Any]:
@@ -105,6 +154,23 @@ def _convert(trick: str, key: str, raw: str, hint: Any) -> Any:
             f"trick {trick!r}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}"
         ) from None
     raise TypeError(f"trick {trick!r}: field {key!r} has a type ({hint}) the CLI cannot set")
+
+
+def check_combination(tricks: Sequence[Trick]) -> list[str]:
+    """The warnings of running ``tricks`` together; a UserError if any trick refuses the combination.
+
+    The message names the combination as the CLI spells it and the reason, on one line.
+    """
+    label = COMBINE.join(trick.name for trick in tricks)
+    warnings: list[str] = []
+    for index, trick in enumerate(tricks):
+        others = [*tricks[:index], *tricks[index + 1 :]]
+        for conflict in trick.conflicts(others):
+            if conflict.level == "refuse":
+                raise UserError(f"cannot run {label!r}: {conflict.reason}")
+            if conflict.reason not in warnings:
+                warnings.append(conflict.reason)
+    return warnings
 
 
 TRICKS: Registry[type[Trick]] = Registry("trick", "tricks", "harness.tricks")

@@ -21,11 +21,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from harness import env
 from harness.curves import ValCurve
-from harness.errors import NonFiniteLoss, TrickSkipped, UserError
-from harness.measure import ThroughputMeter, peak_memory, reset_peak_memory
+from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError
+from harness.flops import training_flops_per_batch, utilisation
+from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory
 from harness.spec import Result, RunSpec
-from harness.trick import TRICKS, Setup, Trick
-from harness.workload import WORKLOADS
+from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
+from harness.workload import WORKLOADS, Workload
 
 
 def build_tricks(spec: RunSpec) -> list[Trick]:
@@ -74,6 +75,8 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
         result.status, result.reason = "skipped", str(skipped)
     except NonFiniteLoss as error:
         result.status, result.reason = "failed", f"non-finite loss: {error}"
+    except TrickFailed as error:
+        result.status, result.reason = "failed", str(error)
     except torch.OutOfMemoryError as error:
         result.status, result.reason = "failed", f"out of memory: {str(error).splitlines()[0]}"
     except UserError as error:
@@ -88,8 +91,11 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
 
 def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) -> None:
     pl.seed_everything(spec.seed, workers=True, verbose=False)
-    workload = WORKLOADS.get(spec.workload)()
+    workload = WORKLOADS.get(spec.workload).from_params(spec.workload_params)
+    result.dataset = workload.dataset_label(spec)
     tricks = build_tricks(spec)
+    for warning in check_combination(tricks):
+        add_warning(result.details, warning)
     setup = Setup(
         spec=spec,
         module=workload.build_module(spec),
@@ -107,7 +113,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     device = trainer.strategy.root_device
 
     tune_started = time.perf_counter()
-    for trick in tricks:
+    for trick in sorted(tricks, key=lambda t: t.tune_order):
         trick.tune(trainer, setup)
     result.tune_s = time.perf_counter() - tune_started
 
@@ -125,8 +131,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.step_time_ms = summary.step_time_ms
         result.noisy = summary.noisy
         result.blocks_measured = summary.blocks
+        result.block_samples_per_s = list(summary.rates)
         if summary.warning:
             result.details["measure_warning"] = summary.warning
+    _count_flops(result, workload, spec, meter.example_batch)
     result.curve = curve.points
     result.train_loss = timer.final_train_loss
     result.steps = timer.batches
@@ -137,10 +145,31 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     if getattr(setup.datamodule, "loader_reason", ""):
         result.details["loader_reason"] = setup.datamodule.loader_reason
 
-    result.val_loss = _metric(trainer.validate(setup.module, datamodule=setup.datamodule, verbose=False), "val_loss")
-    result.test_loss = _metric(trainer.test(setup.module, datamodule=setup.datamodule, verbose=False), "test_loss")
+    validated = trainer.validate(setup.module, datamodule=setup.datamodule, verbose=False)
+    tested = trainer.test(setup.module, datamodule=setup.datamodule, verbose=False)
+    result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
+    extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in ("val_loss", "test_loss")}
+    if extra:  # e.g. the CNN's val_acc and test_acc
+        result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) -> None:
+    """FLOPs per sample on a meta copy of the module, then FLOP/s and MFU; never fails the run."""
+    if batch is None:
+        return
+    try:
+        per_batch = training_flops_per_batch(lambda: workload.build_module(spec), workload.plain_loss, batch)
+    except Exception as error:  # a module the FLOP counter cannot trace still gets its other numbers
+        result.details["flops_error"] = f"{type(error).__name__}: {error}"
+        return
+    samples = batch_size_of(batch)
+    usage = utilisation(per_batch, result.samples_per_s, samples, spec.accelerator, result.device_name, result.precision)
+    result.flops_per_sample = per_batch / samples
+    result.flops_per_s = usage.achieved_flops
+    result.mfu = usage.mfu
+    result.details["mfu_peak"] = usage.peak
 
 
 def _metric(outputs: list[dict[str, float]], key: str) -> float | None:

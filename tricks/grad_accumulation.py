@@ -1,30 +1,85 @@
 """Gradient accumulation: sum gradients over k batches, then take one optimizer step.
 
 Lightning docs: https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#accumulate-gradients
-With the same micro-batch, the effective batch grows k-fold for the memory of one micro-batch.
+Two uses that answer different questions, hence two modes:
+- ``same-micro-batch``: the batch stays, the effective batch grows k-fold for the memory of one
+  micro-batch (what ``Trainer(accumulate_grad_batches=k)`` alone does).
+- ``same-effective-batch``: the micro-batch is divided by k so that each optimizer step sees the
+  baseline's batch: the memory-saving use, which costs speed and should cost no loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from harness.trick import Setup, Trick, register_trick
+import lightning.pytorch as pl
+
+from harness.errors import UserError
+from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
+
+MODES = ("same-micro-batch", "same-effective-batch")
 
 
 @register_trick
 @dataclass
 class GradAccumulation(Trick):
     name = "grad-accumulation"
-    summary = "Accumulate gradients over k batches per optimizer step: Trainer(accumulate_grad_batches=k)."
+    summary = (
+        "Accumulate gradients over k batches per optimizer step: Trainer(accumulate_grad_batches=k); "
+        "mode same-micro-batch (effective batch x k) or same-effective-batch (micro-batch / k)."
+    )
     source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#accumulate-gradients"
+    trainer_args = frozenset({"accumulate_grad_batches"})
+    tune_order = 100  # after the finders, so that the recorded batch sizes are the ones training uses
 
     k: int = 4
+    mode: Literal["same-micro-batch", "same-effective-batch"] = "same-micro-batch"
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not valid; use any of: {', '.join(MODES)}")
+
+    def conflicts(self, others: Sequence[Trick]) -> list[Conflict]:
+        conflicts = super().conflicts(others)
+        if self.mode == "same-effective-batch" and any(other.name == "batch-size-finder" for other in others):
+            conflicts.append(
+                Conflict(
+                    "refuse",
+                    "batch-size-finder sets the micro-batch that grad-accumulation's same-effective-batch mode "
+                    "divides by k, so neither the found size nor the effective batch would be what was asked; "
+                    "use grad-accumulation.mode=same-micro-batch",
+                )
+            )
+        return conflicts
 
     def apply(self, setup: Setup) -> None:
-        setup.trainer_kwargs.update(accumulate_grad_batches=self.k)
         batch_size = setup.datamodule.batch_size
-        setup.details.update(accumulate_grad_batches=self.k, effective_batch_size=batch_size * self.k)
+        if self.mode == "same-effective-batch":
+            micro = batch_size // self.k
+            if micro < 1:
+                raise UserError(
+                    f"grad-accumulation: k={self.k} is larger than the batch size {batch_size} in mode "
+                    "same-effective-batch; lower k or raise --batch-size"
+                )
+            if micro * self.k != batch_size:
+                add_warning(
+                    setup.details,
+                    f"grad-accumulation: batch {batch_size} is not divisible by k={self.k}; "
+                    f"micro-batch {micro}, effective batch {micro * self.k}",
+                )
+            setup.datamodule.batch_size = micro
+        setup.trainer_kwargs.update(accumulate_grad_batches=self.k)
+        setup.details.update(accumulate_grad_batches=self.k, accumulation_mode=self.mode)
+        self._record_batch(setup)
+
+    def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
+        """Not tuning: record the batch again once a batch size finder (tuned earlier) may have changed it."""
+        self._record_batch(setup)
+
+    def _record_batch(self, setup: Setup) -> None:
+        micro = setup.datamodule.batch_size
+        setup.details.update(micro_batch_size=micro, effective_batch_size=micro * self.k)

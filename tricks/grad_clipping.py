@@ -19,6 +19,7 @@ class GradClipping(Trick):
     name = "grad-clipping"
     summary = "Clip the gradients (global norm by default) before each optimizer step: Trainer(gradient_clip_val=...)."
     source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#gradient-clipping"
+    trainer_args = frozenset({"gradient_clip_val", "gradient_clip_algorithm"})
 
     value: float = 1.0
     algorithm: Literal["norm", "value"] = "norm"

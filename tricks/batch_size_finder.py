@@ -1,0 +1,113 @@
+"""The batch size finder: grow the batch until it no longer fits, then train with what was found.
+
+Lightning docs: https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#batch-size-finder
+``Tuner.scale_batch_size`` runs a few steps per trial through the datamodule's ``batch_size``
+(``power``: double until out of memory; ``binsearch``: then bisect) and restores the weights.
+
+Pitfalls guarded here:
+- The size found can run out of memory in the fit that follows (Lightning issues 8028 and
+  20231: the search's few steps do not reach the fit's peak, e.g. optimizer state, fragmentation).
+  A safety factor (0.9x by default) is applied to the found size; both are recorded.
+- Without out-of-memory errors (a CPU, or a large GPU with a small model) the search only stops at
+  its cap. It is capped at the training set size: a batch larger than the data is no batch at all.
+- In ``power`` mode Lightning can return the next doubling without having tried it (issue 18426;
+  in 2.6 it still happens when the doubling passes ``max_val``): the answer is clamped to the cap.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.tuner import Tuner
+from lightning.pytorch.utilities.parsing import lightning_setattr
+
+from harness.errors import TrickFailed
+from harness.trick import Setup, Trick, register_trick
+
+
+def train_set_size(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> int | None:
+    """Samples in the training set, or None when the loader does not tell.
+
+    The datamodule is set up on the Trainer's device first (Lightning's own ``setup`` call at fit
+    time then finds it done), so that the data lands where it would have anyway.
+    """
+    if getattr(datamodule, "device", "absent") is None:
+        datamodule.device = trainer.strategy.root_device
+    datamodule.setup("fit")
+    loader: Any = datamodule.train_dataloader()
+    for source in (getattr(loader, "dataset", None), getattr(loader, "x", None)):
+        if source is not None and hasattr(source, "__len__"):
+            return len(source)
+    return None
+
+
+@register_trick
+@dataclass
+class BatchSizeFinder(Trick):
+    name = "batch-size-finder"
+    summary = (
+        "Tuner.scale_batch_size through the datamodule's batch_size, capped at the training set size; "
+        "train with safety x the size found."
+    )
+    source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#batch-size-finder"
+    tune_order = 10  # before the LR finder: the best LR depends on the batch size
+
+    mode: Literal["power", "binsearch"] = "power"
+    safety: float = 0.9
+    steps_per_trial: int = 3
+    init_val: int = 2
+    max_trials: int = 25
+    max_val: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("power", "binsearch"):
+            raise ValueError(f"mode {self.mode!r} is not valid; use any of: power, binsearch")
+        if not 0 < self.safety <= 1:
+            raise ValueError(f"safety must be in (0, 1] (the share of the found size to train with), got {self.safety}")
+        counts = {"steps_per_trial": self.steps_per_trial, "init_val": self.init_val, "max_trials": self.max_trials}
+        for field, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{field} must be >= 1, got {value}")
+        if self.max_val is not None and self.max_val < self.init_val:
+            raise ValueError(f"max_val must be >= init_val ({self.init_val}) or none, got {self.max_val}")
+
+    def apply(self, setup: Setup) -> None:
+        setup.details.update(batch_size_find_mode=self.mode, safety=self.safety, initial_batch_size=setup.datamodule.batch_size)
+
+    def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
+        started = time.perf_counter()
+        size = train_set_size(setup.datamodule, trainer)
+        caps = [cap for cap in (self.max_val, size) if cap is not None]
+        search_cap = min(caps) if caps else None
+        kwargs: dict[str, Any] = dict(
+            mode=self.mode, steps_per_trial=self.steps_per_trial, init_val=self.init_val, max_trials=self.max_trials
+        )
+        accepted = inspect.signature(Tuner.scale_batch_size).parameters
+        if "margin" in accepted:
+            kwargs["margin"] = 0.0  # Lightning's own margin (binsearch only); ours applies to both modes
+        if search_cap is not None and "max_val" in accepted:
+            kwargs["max_val"] = search_cap
+        found = Tuner(trainer).scale_batch_size(setup.module, datamodule=setup.datamodule, **kwargs)
+        elapsed = time.perf_counter() - started
+        setup.details["batch_size_find_s"] = elapsed
+        setup.details["tune_s"] = setup.details.get("tune_s", 0.0) + elapsed
+        setup.details.update(train_set_size=size, search_cap=search_cap)
+        if found is None:
+            raise TrickFailed("batch-size-finder: Tuner.scale_batch_size ran no search (fast_dev_run is on)")
+        if search_cap is not None and found > search_cap:
+            setup.details["lightning_batch_size"] = found
+            setup.details["batch_size_note"] = (
+                f"Lightning returned {found}, above the search cap {search_cap} and never tried "
+                f"(Lightning issue 18426); clamped to {search_cap}"
+            )
+            found = search_cap
+        applied = max(1, int(found * self.safety))
+        # Lightning sets every holder of batch_size (module, its hparams, the datamodule); so do we.
+        lightning_setattr(setup.module, "batch_size", applied)
+        setup.datamodule.batch_size = applied
+        setup.details.update(found_batch_size=found, applied_batch_size=applied)
+
