@@ -47,22 +47,6 @@ class Workload:
         raise NotImplementedError(f"workload {self.name!r} has no plain PyTorch loss for the parity check")
 
 
-def is_logging_step(module: pl.LightningModule) -> bool:
-    """Whether the logger will write this training step's metrics (every ``log_every_n_steps``).
-
-    ``self.log`` costs about 0.8 ms of Python per call in Lightning 2.6 (measured here on the seed
-    autoencoder at batch 256 on CPU, where a whole step takes ~2 ms), and the logger keeps only every
-    ``log_every_n_steps``-th value anyway. Built-in workloads therefore call ``self.log`` for the
-    training loss only on the steps that get written: the same TensorBoard curve, none of the cost.
-    The rule mirrors Lightning's ``should_update_logs``; ``tests/test_workloads.py`` checks that the
-    curve really lands in TensorBoard, so a change in Lightning's cadence fails a test.
-    """
-    trainer = module._trainer
-    if trainer is None or trainer.log_every_n_steps <= 1:
-        return True
-    return (module.global_step + 1) % trainer.log_every_n_steps == 0
-
-
 WORKLOADS: Registry[type[Workload]] = Registry("workload", "models", "harness.workloads")
 
 

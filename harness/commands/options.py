@@ -36,7 +36,10 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, batch_size: int = 64, dataset: str = "auto") -> None:
+def add_training_arguments(
+    parser: argparse.ArgumentParser, batch_size: int = 64, dataset: str = "auto", max_epochs: int = 3,
+    warmup_blocks: int = 1, synthetic_size: int = 8192,
+) -> None:
     parser.add_argument("--workload", default="autoencoder", help="workload name(s), comma-separated, or 'all' (default: autoencoder)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (GPU when one is visible), comma-separated for several (default: auto)")
     parser.add_argument("--dataset", default=dataset, choices=DATASETS, help=f"default: {dataset}; auto = MNIST if on disk or downloadable, else digits")
@@ -45,12 +48,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, batch_size: int = 64
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers with --loader dataloader (default: 0)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"default: {batch_size}")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
-    parser.add_argument("--max-epochs", type=positive_int, default=3, help="epoch budget of every run (default: 3)")
+    parser.add_argument("--max-epochs", type=positive_int, default=max_epochs, help=f"epoch budget of every run (default: {max_epochs})")
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
     parser.add_argument("--seed", type=int, default=42, help="seed for data split, shuffling and init (default: 42)")
-    parser.add_argument("--synthetic-size", type=positive_int, default=8192, help="samples of --dataset synthetic (default: 8192)")
+    parser.add_argument("--synthetic-size", type=positive_int, default=synthetic_size, help=f"samples of --dataset synthetic (default: {synthetic_size})")
     parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
-    parser.add_argument("--warmup-blocks", type=int, default=1, help="timing blocks dropped as warm-up (default: 1)")
+    parser.add_argument("--warmup-blocks", type=int, default=warmup_blocks, help=f"timing blocks dropped as warm-up (default: {warmup_blocks})")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
 
 

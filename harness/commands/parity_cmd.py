@@ -38,7 +38,9 @@ class Parity:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs, order alternated (default: 3)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the parity folder (default: reports/)")
-    add_training_arguments(parser, batch_size=256, dataset="synthetic")
+    # ~400 steps per run in blocks of 10, 3 warm-up blocks: long enough that one slow stretch of a
+    # shared machine does not decide the ratio (with 3 epochs it swung between 0.74 and 0.85 here)
+    add_training_arguments(parser, batch_size=256, dataset="synthetic", max_epochs=10, warmup_blocks=3, synthetic_size=16384)
 
 
 def measure_parity(options: RunOptions, workload: str, accelerator: str, repeats: int, run_dir: Path) -> Parity:
