@@ -8,12 +8,13 @@ instead of biasing the rows that happened to run last.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 
-from harness.errors import UserError
+from harness.errors import UserError, unknown_name_error
+from harness.registry import LIST_HINT
 from harness.spec import BASELINE, COMBINE, RunSpec
 from harness.trick import TRICKS, check_combination
+from harness.workload import WORKLOADS
 
 
 @dataclass(frozen=True)
@@ -62,19 +63,39 @@ def parse_tricks(selection: str) -> list[list[str]]:
     return runs
 
 
-def parse_params(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """``["grad-clipping.value=0.5"]`` -> ``{"grad-clipping": {"value": "0.5"}}``, each value checked."""
-    params: dict[str, dict[str, str]] = {}
+@dataclass(frozen=True)
+class Params:
+    """``--param`` values split by owner: trick name -> its fields, workload name -> its fields."""
+
+    tricks: dict[str, dict[str, str]]
+    workloads: dict[str, dict[str, str]]
+
+
+def parse_params(pairs: list[str]) -> Params:
+    """``["grad-clipping.value=0.5", "transformer.d_model=512"]`` -> values per trick and per workload.
+
+    NAME is a trick or a workload; every value is converted and checked here, before anything runs.
+    """
+    tricks: dict[str, dict[str, str]] = {}
+    workloads: dict[str, dict[str, str]] = {}
     for pair in pairs:
         match = re.fullmatch(r"\s*([\w-]+)\.(\w+)\s*=(.*)", pair)
         if not match:
-            raise UserError(f"--param {pair!r} is not of the form TRICK.PARAMETER=VALUE (e.g. grad-clipping.value=0.5)")
-        trick, key, value = match.group(1), match.group(2), match.group(3).strip()
-        TRICKS.get(trick)
-        params.setdefault(trick, {})[key] = value
-    for trick, values in params.items():
-        TRICKS.get(trick).from_params(values)  # raises UserError on a bad name or value
-    return params
+            raise UserError(
+                f"--param {pair!r} is not of the form NAME.PARAMETER=VALUE (e.g. grad-clipping.value=0.5)"
+            )
+        name, key, value = match.group(1), match.group(2), match.group(3).strip()
+        if name in TRICKS.names():
+            tricks.setdefault(name, {})[key] = value
+        elif name in WORKLOADS.names():
+            workloads.setdefault(name, {})[key] = value
+        else:
+            raise unknown_name_error("trick or workload", name, [*TRICKS.names(), *WORKLOADS.names()], LIST_HINT)
+    for name, values in tricks.items():
+        TRICKS.get(name).from_params(values)  # raises UserError on a bad name or value
+    for name, values in workloads.items():
+        WORKLOADS.get(name).from_params(values)
+    return Params(tricks, workloads)
 
 
 def check_trick_runs(trick_runs: list[list[str]], trick_params: dict[str, dict[str, str]]) -> dict[str, list[str]]:
@@ -100,12 +121,10 @@ def plan_runs(
     options: RunOptions,
     trick_params: dict[str, dict[str, str]],
     run_dir: str,
+    workload_params: dict[str, dict[str, str]] | None = None,
 ) -> list[RunSpec]:
     if repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
-    for label, found in check_trick_runs(trick_runs, trick_params).items():
-        for warning in found:
-            print(f"harness: warning: {label}: {warning}", file=sys.stderr)
     specs = []
     for workload in workloads:
         for accelerator in accelerators:
@@ -119,6 +138,7 @@ def plan_runs(
                             tricks=tricks,
                             trick_params={name: trick_params[name] for name in tricks if name in trick_params},
                             workload=workload,
+                            workload_params=(workload_params or {}).get(workload, {}),
                             accelerator=accelerator,
                             repeat=repeat,
                             run_dir=run_dir,

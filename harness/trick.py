@@ -14,9 +14,6 @@ Two tricks that set the same Trainer argument (``trainer_args``) are refused wit
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +21,8 @@ from typing import Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 
-from harness.errors import UserError, unknown_name_error
+from harness.errors import UserError
+from harness.params import from_params, parameters
 from harness.registry import Registry
 from harness.spec import COMBINE, RunSpec
 
@@ -104,56 +102,12 @@ class Trick:
     @classmethod
     def parameters(cls) -> dict[str, Any]:
         """Parameter names and their defaults."""
-        return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+        return parameters(cls)
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> Trick:
-        """Build the trick from string overrides, converting each to its field's type.
-
-        Raises UserError naming the bad parameter or value and what is valid.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for key, raw in params.items():
-            if key not in fields:
-                raise unknown_name_error(
-                    f"parameter of trick {cls.name!r}:", key, fields, f"parameters: {', '.join(fields) or 'none'}"
-                )
-            kwargs[key] = _convert(cls.name, key, raw, hints[key])
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"trick {cls.name!r}: {error}") from None
-
-
-def _convert(trick: str, key: str, raw: str, hint: Any) -> Any:
-    """Convert a CLI string to a field's type (bool, int, float, str, Literal, or Optional of those)."""
-    origin = typing.get_origin(hint)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if origin is typing.Literal:
-        choices = [str(a) for a in typing.get_args(hint)]
-        if raw not in choices:
-            raise UserError(f"trick {trick!r}: {key}={raw!r} is not valid; use any of: {', '.join(choices)}")
-        return raw
-    if origin in (typing.Union, types.UnionType) and args:
-        if raw.lower() in ("none", "null", ""):
-            return None
-        return _convert(trick, key, raw, args[0])
-    try:
-        if hint is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if hint in (int, float, str):
-            return hint(raw)
-    except ValueError:
-        raise UserError(
-            f"trick {trick!r}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}"
-        ) from None
-    raise TypeError(f"trick {trick!r}: field {key!r} has a type ({hint}) the CLI cannot set")
+        """Build the trick from ``--param NAME.FIELD=VALUE`` strings; UserError on a bad one."""
+        return from_params(cls, "trick", cls.name, params)
 
 
 def check_combination(tricks: Sequence[Trick]) -> list[str]:

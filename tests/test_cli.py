@@ -30,6 +30,8 @@ def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["run", "--param", "grad-clipping.value=abc"], "value='abc' is not a valid float"),
         (["run", "--accelerator", "tpu"], "unknown accelerator 'tpu'; valid choices: cpu, gpu, auto"),
         (["run", "--max-steps", "0"], "--max-steps must be -1"),
+        (["run", "--tricks", "16-mixed+bf16-mixed"], "cannot run '16-mixed+bf16-mixed': 16-mixed and bf16-mixed both set"),
+        (["run", "--param", "transformer.heads=0"], "transformer"),
         (["report", "/nonexistent/run"], "results.jsonl does not exist"),
     ],
 )

@@ -53,10 +53,13 @@ def test_combinations_become_one_run_and_baseline_is_implicit() -> None:
 
 
 def test_params_are_typed_and_checked() -> None:
-    assert parse_params(["grad-clipping.value=0.5", "grad-accumulation.k=8"]) == {
-        "grad-clipping": {"value": "0.5"},
-        "grad-accumulation": {"k": "8"},
-    }
+    params = parse_params(["grad-clipping.value=0.5", "grad-accumulation.k=8", "transformer.d_model=64"])
+    assert params.tricks == {"grad-clipping": {"value": "0.5"}, "grad-accumulation": {"k": "8"}}
+    assert params.workloads == {"transformer": {"d_model": "64"}}
+    with pytest.raises(UserError, match="unknown trick or workload 'transfomer'; did you mean transformer"):
+        parse_params(["transfomer.d_model=64"])
+    with pytest.raises(UserError, match="divisible by heads"):
+        parse_params(["transformer.d_model=30"])
     trick = TRICKS.get("grad-clipping").from_params({"value": "0.5", "algorithm": "value"})
     assert trick.value == 0.5 and trick.algorithm == "value"
     with pytest.raises(UserError, match="'vale'.*value"):
@@ -67,7 +70,7 @@ def test_params_are_typed_and_checked() -> None:
         parse_params(["grad-clipping.algorithm=l1"])
     with pytest.raises(UserError, match="must be > 0"):
         parse_params(["grad-clipping.value=-1"])
-    with pytest.raises(UserError, match="TRICK.PARAMETER=VALUE"):
+    with pytest.raises(UserError, match="NAME.PARAMETER=VALUE"):
         parse_params(["grad-clipping=1"])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import env
 from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
 from harness.errors import UserError
-from harness.plan import RunOptions, plan_runs
+from harness.plan import RunOptions, parse_params, plan_runs
 from harness.runner import run_one
 from harness.workload import WORKLOADS
 from harness.spec import Result, RunSpec
@@ -37,15 +37,19 @@ class Parity:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs of runs, order alternated (default: 3)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="WORKLOAD.PARAM=VALUE", help="set a workload parameter, e.g. transformer.d_model=512 (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the parity folder (default: reports/)")
     # ~400 steps per run in blocks of 10, 3 warm-up blocks: long enough that one slow stretch of a
     # shared machine does not decide the ratio (with 3 epochs it swung between 0.74 and 0.85 here)
     add_training_arguments(parser, batch_size=256, dataset="synthetic", max_epochs=10, warmup_blocks=3, synthetic_size=16384)
 
 
-def measure_parity(options: RunOptions, workload: str, accelerator: str, repeats: int, run_dir: Path) -> Parity:
+def measure_parity(
+    options: RunOptions, workload: str, accelerator: str, repeats: int, run_dir: Path,
+    workload_params: dict[str, dict[str, str]] | None = None,
+) -> Parity:
     """Alternate harness and plain runs, each in a fresh process; any failed run is an error."""
-    specs = plan_runs([], [workload], [accelerator], repeats, options, {}, str(run_dir))
+    specs = plan_runs([], [workload], [accelerator], repeats, options, {}, str(run_dir), workload_params)
     parity = Parity(workload, accelerator, options.batch_size)
     for spec in specs:
         order = [False, True] if spec.repeat % 2 == 0 else [True, False]
@@ -69,6 +73,9 @@ def _check(result: Result) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+    params = parse_params(args.param)
+    if params.tricks:
+        raise UserError(f"parity compares the baseline only; --param for tricks ({', '.join(params.tricks)}) does not apply")
     workloads = WORKLOADS.select(args.workload)
     accelerators = resolve_accelerators(args.accelerator)
     options = run_options(args)
@@ -76,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     report = {"env": env.collect(), "results": []}
     for workload in workloads:
         for accelerator in accelerators:
-            parity = measure_parity(options, workload, accelerator, args.repeats, run_dir)
+            parity = measure_parity(options, workload, accelerator, args.repeats, run_dir, params.workloads)
             report["results"].append({**asdict(parity), "ratio": parity.ratio})
             print(
                 f"{workload} on {accelerator}, batch {options.batch_size}: harness "

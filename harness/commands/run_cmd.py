@@ -12,7 +12,8 @@ from tqdm import tqdm
 from harness import env
 from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
 from harness.commands.report_cmd import add_target_argument, check_target
-from harness.plan import parse_params, parse_tricks, plan_runs
+from harness.errors import UserError
+from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
 from harness.runner import run_all
 from harness.spec import Result
@@ -43,12 +44,19 @@ def progress_line(result: Result) -> str:
 def main(args: argparse.Namespace) -> int:
     target_val_loss = check_target(args.target_val_loss)
     trick_runs = parse_tricks(args.tricks)
-    trick_params = parse_params(args.param)
+    params = parse_params(args.param)
+    for label, warnings in check_trick_runs(trick_runs, params.tricks).items():  # refusals exit 2 here
+        for warning in warnings:
+            print(f"harness: warning: {label}: {warning}", file=sys.stderr)
     workloads = WORKLOADS.select(args.workload)
     accelerators = resolve_accelerators(args.accelerator)
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     options = run_options(args)
     run_dir = new_run_dir(args.out)
-    specs = plan_runs(trick_runs, workloads, accelerators, args.repeats, options, trick_params, str(run_dir.resolve()))
+    specs = plan_runs(
+        trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
+    )
     environment = env.collect()
     (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
     print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)

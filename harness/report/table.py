@@ -165,8 +165,19 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     out["precision"] = summary["precision"].fillna("")
     out["batch"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["batch_size"]]
     out["opt steps"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["optimizer_steps"]]
-    out["note"] = summary["reason"].fillna("")
+    out["note"] = [_note(reason, details) for reason, details in zip(summary["reason"], summary["details"])]
     return out
+
+
+def _note(reason: object, details: object) -> str:
+    """A skipped or failed row's reason, else the warnings its tricks recorded."""
+    if isinstance(reason, str) and reason:
+        return reason
+    try:
+        warnings = json.loads(details).get("warnings", []) if isinstance(details, str) else []
+    except json.JSONDecodeError:
+        warnings = []
+    return "; ".join(f"warning: {w}" for w in warnings)
 
 
 # display column -> (summary column, which end is best); the cells best/worst marks apply to
