@@ -24,7 +24,9 @@ def main(args: argparse.Namespace) -> int:
         cls = TRICKS.get(name)
         params = ", ".join(f"{k}={v}" for k, v in cls.parameters().items())
         print(f"  {name:<{width}}{cls.summary}" + (f" [{params}]" if params else ""))
-    print("\nWorkloads (--workload NAME[,NAME...] or all):")
+    print("\nWorkloads (--workload NAME[,NAME...] or all; --param NAME.PARAMETER=VALUE):")
     for name in workloads:
-        print(f"  {name:<{width}}{WORKLOADS.get(name).summary}")
+        cls = WORKLOADS.get(name)
+        params = ", ".join(f"{k}={v}" for k, v in cls.parameters().items())
+        print(f"  {name:<{width}}{cls.summary}" + (f" [{params}]" if params else ""))
     return 0
