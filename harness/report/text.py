@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.flops import PEAKS_NOTE
 from harness.report.target import DEFINITION as TARGET_DEFINITION
 from harness.spec import Result
 
@@ -12,12 +13,16 @@ if TYPE_CHECKING:
 
 PROTOCOL = """\
 - Each run (baseline or trick) ran in its own fresh process with the same seed, data and budget.
-- samples/s is the median over blocks of training batches after the first warm-up block(s), with a
-  device sync only at block edges; validation, checkpointing and epoch ends are paused out of the clock.
-  `±x%` is the interquartile range over those blocks relative to the median; `noisy` flags IQR/median > 10%.
+- samples/s is the median over blocks of training batches after the first warm-up block(s), pooled over
+  repeats, with a device sync only at block edges; validation, checkpointing and epoch ends are paused out
+  of the clock. `±x%` is the interquartile range over those blocks relative to the median; `noisy` flags
+  IQR/median > 10%.
+- FLOP/s: forward + backward FLOPs of the training loss per sample (Lightning's `measure_flops` on a
+  meta-device copy of the module) times samples/s. MFU (GPU rows only): FLOP/s over {peaks}.
 - Peak memory is `{mem_kinds}`: on a CPU that is the whole child process's max RSS (torch and Lightning
   included, hence close ratios); on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
-- Losses: train = mean over the last epoch; val and test = `Trainer.validate`/`test` on the final weights.
+- Losses: train = mean over the last epoch (TensorBoard's `train_loss`: one mean per timing block); val and
+  test = `Trainer.validate`/`test` on the final weights.
 - wall s is the whole run after imports: data, setup, tuning, fit, validate and test.
 - {target_definition}
 - Pareto front (wall time against final val loss): the rows that no other row beats on both.
@@ -55,10 +60,15 @@ def warning_lines(results: list[Result]) -> list[str]:
 
 def protocol_text(results: list[Result]) -> str:
     mem_kinds = ", ".join(sorted({r.mem_kind for r in results if r.mem_kind})) or "n/a"
-    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION)
+    peaks = sorted({r.details["mfu_peak"] for r in results if r.mfu is not None and "mfu_peak" in r.details})
+    peak_text = "the dense peak of the device for the precision used: " + "; ".join(peaks) if peaks else (
+        "the device's dense peak for the precision used (no GPU row here)"
+    )
+    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION, peaks=peak_text + f" ({PEAKS_NOTE})")
 
 
 FILES_TEXT = (
-    "Files: `results.jsonl` (source of truth), `results.csv`, `env.json`, `report.md`, `report.html` (self-contained), "
+    "Files: `results.jsonl` (source of truth), `results.csv`, `summary.csv` and `summary.json` (this table's numbers), "
+    "`env.json`, `report.md`, `report.html` (self-contained), "
     "`plots/` (the figures), `logs/` (one log per run), `tb/` (TensorBoard: `tensorboard --logdir tb`)."
 )
