@@ -62,9 +62,14 @@ def dense_peak(device_name: str, precision: str) -> tuple[float | None, str]:
 
 
 def meta_batch(batch: Any) -> Any:
-    """The same structure as ``batch`` with every tensor replaced by an empty meta tensor."""
+    """The same structure as ``batch`` with every tensor replaced by an empty meta tensor.
+
+    Floating tensors become float32, the dtype of the freshly built module: under ``bf16-true``
+    Lightning hands the batch over in bfloat16, and a count does not depend on the dtype.
+    """
     if isinstance(batch, torch.Tensor):
-        return torch.empty(batch.shape, dtype=batch.dtype, device="meta")
+        dtype = torch.float32 if batch.is_floating_point() else batch.dtype
+        return torch.empty(batch.shape, dtype=dtype, device="meta")
     if isinstance(batch, (list, tuple)):
         return type(batch)(meta_batch(item) for item in batch)
     if isinstance(batch, dict):

@@ -82,3 +82,15 @@ def test_fp32_peak_follows_the_matmul_precision_setting() -> None:
     finally:
         torch.set_float32_matmul_precision(previous)
     assert math_mode("bf16-true") == "bf16" and math_mode("16-mixed") == "fp16"
+
+
+def test_flops_are_counted_for_a_bfloat16_batch() -> None:
+    """bf16-true hands the module bfloat16 inputs; the FLOP count must not depend on it."""
+    from harness.flops import training_flops_per_batch
+    from models.cnn import LitDigitCNN
+
+    loss = lambda module, batch: module.classification_loss(batch)  # noqa: E731
+    labels = torch.zeros(4, dtype=torch.long)
+    fp32 = training_flops_per_batch(LitDigitCNN, loss, (torch.zeros(4, 1, 28, 28), labels))
+    bf16 = training_flops_per_batch(LitDigitCNN, loss, (torch.zeros(4, 1, 28, 28, dtype=torch.bfloat16), labels))
+    assert fp32 == bf16 > 0
