@@ -18,9 +18,10 @@ from harness.measure import BlockTimer
 class ValCurve(pl.Callback):
     """Appends one point per validation: epoch, optimizer step, samples and time so far, val loss."""
 
-    def __init__(self, timer: BlockTimer, monitor: str = "val_loss") -> None:
+    def __init__(self, timer: BlockTimer, monitor: str = "val_loss", fallback: str | None = None) -> None:
         self.timer = timer
         self.monitor = monitor
+        self.fallback = fallback  # read when ``monitor`` is not logged (--monitor of an imported module)
         self.points: list[dict[str, Any]] = []
         self._fit_started = 0.0
 
@@ -33,6 +34,8 @@ class ValCurve(pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.monitor)
+        if value is None and self.fallback:
+            value = trainer.callback_metrics.get(self.fallback)
         if value is None:
             return
         self.points.append(

@@ -8,7 +8,8 @@ instead of biasing the rows that happened to run last.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import UserError, unknown_name_error
 from harness.registry import LIST_HINT
@@ -36,6 +37,10 @@ class RunOptions:
     num_workers: int
     limit_val_batches: float | int = 1.0
     limit_test_batches: float | int = 1.0
+    datamodule: str = ""
+    init_args: dict[str, Any] = field(default_factory=dict)
+    datamodule_args: dict[str, Any] = field(default_factory=dict)
+    monitor: str = "val_loss"
 
 
 def parse_tricks(selection: str) -> list[list[str]]:

@@ -45,6 +45,11 @@ class RunSpec:
     limit_val_batches: float | int = 1.0
     limit_test_batches: float | int = 1.0
     workload_params: dict[str, str] = field(default_factory=dict)  # --param WORKLOAD.FIELD=VALUE
+    # an imported workload (``--workload pkg.mod:Class``): its datamodule path and constructor arguments
+    datamodule: str = ""  # --datamodule pkg.mod:Class
+    init_args: dict[str, Any] = field(default_factory=dict)  # --init-args, for the module
+    datamodule_args: dict[str, Any] = field(default_factory=dict)  # --datamodule-args
+    monitor: str = "val_loss"  # --monitor: the validation metric early stopping watches
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

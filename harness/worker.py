@@ -18,6 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
 from harness.curves import ValCurve
@@ -103,11 +104,14 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         trainer_kwargs=base_trainer_kwargs(spec),
         details=result.details,
     )
+    if ":" in spec.workload:  # an imported module keeps its own batch size: say which one it uses
+        result.batch_size = getattr(setup.datamodule, "batch_size", None)
+        result.details.update(monitor=spec.monitor, init_args=spec.init_args, datamodule_batch_size=result.batch_size)
     for trick in tricks:
         trick.apply(setup)
 
     meter = ThroughputMeter(spec.block_steps, spec.warmup_blocks)
-    curve = ValCurve(meter.timer)
+    curve = ValCurve(meter.timer, fallback=spec.monitor if spec.monitor != "val_loss" else None)
     trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=[*setup.callbacks, meter, curve, *extra_callbacks])
     result.precision = str(trainer.precision)
     device = trainer.strategy.root_device
@@ -140,14 +144,20 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     result.steps = timer.batches
     result.optimizer_steps = trainer.global_step
     result.epochs = trainer.current_epoch
-    result.batch_size = getattr(setup.datamodule, "batch_size", spec.batch_size)
+    result.batch_size = getattr(setup.datamodule, "batch_size", None)
+    if result.batch_size is None and meter.example_batch is not None:  # a datamodule with no batch_size attribute
+        result.batch_size = batch_size_of(meter.example_batch)
     result.loader = getattr(setup.datamodule, "loader_used", spec.loader)
     if getattr(setup.datamodule, "loader_reason", ""):
         result.details["loader_reason"] = setup.datamodule.loader_reason
 
-    validated = trainer.validate(setup.module, datamodule=setup.datamodule, verbose=False)
-    tested = trainer.test(setup.module, datamodule=setup.datamodule, verbose=False)
+    validated = _evaluate(trainer, setup, "validate", result.details)
+    tested = _evaluate(trainer, setup, "test", result.details)
     result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
+    if result.val_loss is None and spec.monitor != "val_loss":  # a module that logs its own metric name
+        result.val_loss = _metric(validated, spec.monitor)
+        if result.val_loss is not None:
+            result.details["val_loss_from"] = spec.monitor
     extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in ("val_loss", "test_loss")}
     if extra:  # e.g. the CNN's val_acc and test_acc
         result.details["metrics"] = extra
@@ -155,9 +165,30 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
 
 
+def _evaluate(trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any]) -> list[dict[str, float]]:
+    """``trainer.validate`` or ``trainer.test``, when the module and datamodule define that stage.
+
+    The built-in workloads always do; an imported module may have no test set (or no validation
+    set), and that leaves the column empty, with the reason in details, rather than failing the row.
+    """
+    step, loader = ("validation_step", "val_dataloader") if stage == "validate" else ("test_step", "test_dataloader")
+    missing = [
+        f"{type(owner).__name__}.{name}"
+        for owner, name, base in ((setup.module, step, pl.LightningModule), (setup.datamodule, loader, pl.LightningDataModule))
+        if not is_overridden(name, owner, base)
+    ]
+    if missing:
+        details[f"{stage}_skipped"] = f"no {' or '.join(missing)}"
+        return []
+    return getattr(trainer, stage)(setup.module, datamodule=setup.datamodule, verbose=False)
+
+
 def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) -> None:
     """FLOPs per sample on a meta copy of the module, then FLOP/s and MFU; never fails the run."""
     if batch is None:
+        return
+    if type(workload).plain_loss is Workload.plain_loss:  # e.g. an imported module: no loss to trace
+        result.details["flops_note"] = f"FLOPs not counted: workload {spec.workload!r} has no plain PyTorch loss"
         return
     try:
         per_batch = training_flops_per_batch(lambda: workload.build_module(spec), workload.plain_loss, batch)

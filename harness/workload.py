@@ -47,7 +47,33 @@ class Workload:
         raise NotImplementedError(f"workload {self.name!r} has no plain PyTorch loss for the parity check")
 
 
-WORKLOADS: Registry[type[Workload]] = Registry("workload", "models", "harness.workloads")
+class WorkloadRegistry(Registry[type[Workload]]):
+    """The registry, plus ``pkg.mod:Class`` names: an imported LightningModule (harness.custom_workload)."""
+
+    def get(self, name: str) -> type[Workload]:
+        if ":" in name:
+            from harness.custom_workload import ImportedWorkload
+
+            return ImportedWorkload
+        return super().get(name)
+
+    def select(self, selection: str) -> list[str]:
+        """Registered names and globs as in :meth:`Registry.select`; a ``pkg.mod:Class`` item is
+        imported and checked to be a LightningModule (a UserError otherwise) and kept as it is."""
+        from harness.custom_workload import import_class
+
+        chosen: list[str] = []
+        for item in (part.strip() for part in selection.split(",")):
+            if ":" in item:
+                import_class(item, "--workload", pl.LightningModule)
+                found = [item]
+            else:
+                found = super().select(item) if item else []
+            chosen.extend(name for name in found if name not in chosen)
+        return chosen
+
+
+WORKLOADS: WorkloadRegistry = WorkloadRegistry("workload", "models", "harness.workloads")
 
 
 def register_workload(cls: type[Workload]) -> type[Workload]:

@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities.parsing import lightning_setattr
 
-from harness.errors import TrickFailed
+from harness.errors import TrickFailed, TrickSkipped
 from harness.trick import Setup, Trick, register_trick
 
 
@@ -42,6 +42,18 @@ def train_set_size(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> i
     for source in (getattr(loader, "dataset", None), getattr(loader, "x", None)):
         if source is not None and hasattr(source, "__len__"):
             return len(source)
+    return None
+
+
+def batch_size_holder(setup: Setup) -> int | None:
+    """The batch size Lightning's finder would scale: the datamodule's, else the module's (or its hparams')."""
+    for value in (
+        getattr(setup.datamodule, "batch_size", None),
+        getattr(setup.module, "batch_size", None),
+        setup.module.hparams.get("batch_size"),
+    ):
+        if value is not None:
+            return value
     return None
 
 
@@ -76,7 +88,13 @@ class BatchSizeFinder(Trick):
             raise ValueError(f"max_val must be >= init_val ({self.init_val}) or none, got {self.max_val}")
 
     def apply(self, setup: Setup) -> None:
-        setup.details.update(batch_size_find_mode=self.mode, safety=self.safety, initial_batch_size=setup.datamodule.batch_size)
+        initial = batch_size_holder(setup)
+        if initial is None:
+            raise TrickSkipped(
+                f"batch-size-finder needs a batch_size attribute (Tuner.scale_batch_size sets it): neither "
+                f"{type(setup.module).__name__} (nor its hparams) nor {type(setup.datamodule).__name__} has one"
+            )
+        setup.details.update(batch_size_find_mode=self.mode, safety=self.safety, initial_batch_size=initial)
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         started = time.perf_counter()
@@ -107,7 +125,9 @@ class BatchSizeFinder(Trick):
             found = search_cap
         applied = max(1, int(found * self.safety))
         # Lightning sets every holder of batch_size (module, its hparams, the datamodule); so do we.
-        lightning_setattr(setup.module, "batch_size", applied)
-        setup.datamodule.batch_size = applied
+        if hasattr(setup.module, "batch_size") or "batch_size" in setup.module.hparams:
+            lightning_setattr(setup.module, "batch_size", applied)
+        if hasattr(setup.datamodule, "batch_size"):
+            setup.datamodule.batch_size = applied
         setup.details.update(found_batch_size=found, applied_batch_size=applied)
 

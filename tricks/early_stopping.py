@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
+from harness.errors import TrickSkipped
 from harness.trick import Setup, Trick, add_warning, register_trick
 
-MONITOR = "val_loss"
+MONITOR = "val_loss"  # the default of --monitor (RunSpec.monitor)
 
 
 @register_trick
@@ -54,14 +56,28 @@ class EarlyStoppingTrick(Trick):
             raise ValueError(f"min_epochs must be >= 0 (0: no floor), got {self.min_epochs}")
 
     def apply(self, setup: Setup) -> None:
+        monitor = setup.spec.monitor or MONITOR
+        missing = [
+            f"{type(owner).__name__} defines no {name}"
+            for owner, name, base in (
+                (setup.module, "validation_step", pl.LightningModule),
+                (setup.datamodule, "val_dataloader", pl.LightningDataModule),
+            )
+            if not is_overridden(name, owner, base)
+        ]
+        if missing:
+            raise TrickSkipped(f"early-stopping needs a validation set logging {monitor!r}: {'; '.join(missing)}")
         baseline = setup.spec.max_epochs
         budget = max(setup.trainer_kwargs.get("max_epochs") or baseline, math.ceil(baseline * self.budget_factor))
         setup.trainer_kwargs["max_epochs"] = budget
         if self.min_epochs:
             setup.trainer_kwargs["min_epochs"] = self.min_epochs
-        callback = EarlyStopping(monitor=MONITOR, patience=self.patience, min_delta=self.min_delta, mode=self.mode)
-        setup.callbacks.extend([callback, EarlyStoppingRecorder(callback, budget, baseline, setup.details)])
+        callback = EarlyStopping(monitor=monitor, patience=self.patience, min_delta=self.min_delta, mode=self.mode)
+        setup.callbacks.extend(
+            [MonitorCheck(monitor), callback, EarlyStoppingRecorder(callback, budget, baseline, setup.details)]
+        )
         setup.details.update(
+            monitor=monitor,
             patience=self.patience,
             min_delta=self.min_delta,
             mode=self.mode,
@@ -76,6 +92,26 @@ class EarlyStoppingTrick(Trick):
                 setup.details,
                 f"early-stopping: max_steps={setup.trainer_kwargs['max_steps']} bounds the run before the epoch budget",
             )
+
+
+class MonitorCheck(pl.Callback):
+    """Skips the row when the first validation logs no ``monitor``: nothing to stop on.
+
+    It runs before ``EarlyStopping`` (which would raise a RuntimeError there, its ``strict`` check),
+    so that the row says what the module lacks and which metrics it does log (``--monitor``).
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor in trainer.callback_metrics:
+            return
+        logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+        raise TrickSkipped(
+            f"early-stopping: validation logs no {self.monitor!r} (logged: {logged}); choose one with --monitor"
+        )
 
 
 class EarlyStoppingRecorder(pl.Callback):

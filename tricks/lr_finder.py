@@ -31,7 +31,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
 
-from harness.errors import TrickFailed
+from harness.errors import TrickFailed, TrickSkipped
 from harness.trick import Setup, Trick, add_warning, register_trick
 
 # Lightning's suggestion() drops the first 10 and the last point, and needs 2 finite ones left.
@@ -66,6 +66,15 @@ def rising_after(losses: list[float], index: int | None) -> int | None:
     return peak if value > losses[index] else None
 
 
+def module_lr(module: pl.LightningModule) -> float | None:
+    """The learning rate Tuner.lr_find sets: ``lr`` or ``learning_rate``, on the module or its hparams."""
+    for name in ("lr", "learning_rate"):
+        for value in (getattr(module, name, None), module.hparams.get(name)):
+            if value is not None:
+                return value
+    return None
+
+
 @register_trick
 @dataclass
 class LRFinder(Trick):
@@ -91,12 +100,17 @@ class LRFinder(Trick):
             raise ValueError(f"early_stop_threshold must be > 0 or none, got {self.early_stop_threshold}")
 
     def apply(self, setup: Setup) -> None:
+        if module_lr(setup.module) is None:
+            raise TrickSkipped(
+                f"lr-finder needs an lr or learning_rate attribute (Tuner.lr_find sets it): "
+                f"{type(setup.module).__name__} (and its hparams) has neither"
+            )
         setup.details.update(
             lr_find_min_lr=self.min_lr,
             lr_find_max_lr=self.max_lr,
             lr_find_num_training=self.num_training,
             lr_find_mode=self.mode,
-            initial_lr=getattr(setup.module, "lr", None),
+            initial_lr=module_lr(setup.module),
         )
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
@@ -132,7 +146,7 @@ class LRFinder(Trick):
                 f"at least {MIN_POINTS} finite ones; raise lr-finder.num_training (now {self.num_training}) "
                 "or lr-finder.early_stop_threshold"
             )
-        used = getattr(setup.module, "lr", None)
+        used = module_lr(setup.module)
         if used is None or not math.isclose(used, found):
             raise TrickFailed(f"lr-finder: Lightning found lr={found:g} but the module's lr is {used}")
         setup.details["found_lr"] = found

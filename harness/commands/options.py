@@ -6,10 +6,12 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from harness.data import DATASETS, LOADERS, resolve_dataset
+from harness.custom_workload import check_imported, is_import_path, parse_args_option
+from harness.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
 from harness.errors import UserError
 from harness.plan import RunOptions
 
@@ -55,6 +57,11 @@ def add_training_arguments(
     parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
     parser.add_argument("--warmup-blocks", type=int, default=warmup_blocks, help=f"timing blocks dropped as warm-up (default: {warmup_blocks})")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
+    own = parser.add_argument_group("your own model (--workload pkg.mod:MyLightningModule)")
+    own.add_argument("--datamodule", default="", metavar="PKG.MOD:CLASS", help="the LightningDataModule of an imported --workload")
+    own.add_argument("--init-args", default=None, metavar="JSON|@FILE", help="arguments of the imported module: JSON, or a .json/.yaml file (@config.yaml)")
+    own.add_argument("--datamodule-args", default=None, metavar="JSON|@FILE", help="arguments of the --datamodule, as --init-args")
+    own.add_argument("--monitor", default="val_loss", help="the logged validation metric that early stopping and the val column use (default: val_loss)")
 
 
 def resolve_accelerators(text: str) -> list[str]:
@@ -87,8 +94,12 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         raise UserError(f"--warmup-blocks must be >= 0, got {args.warmup_blocks}")
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
-    choice = resolve_dataset(args.dataset, args.data_dir)
-    print(f"harness: dataset {choice.name}: {choice.reason}", file=sys.stderr)
+    imported = imported_workload_options(args)
+    if imported.get("datamodule") and all(is_import_path(w) for w in args.workload.split(",") if w.strip()):
+        choice = DatasetChoice(imported["datamodule"], "the imported datamodule brings its own data")
+    else:
+        choice = resolve_dataset(args.dataset, args.data_dir)
+        print(f"harness: dataset {choice.name}: {choice.reason}", file=sys.stderr)
     return RunOptions(
         dataset=choice.name,
         dataset_reason=choice.reason,
@@ -103,7 +114,33 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         warmup_blocks=args.warmup_blocks,
         synthetic_size=args.synthetic_size,
         num_workers=args.num_workers,
+        **imported,
     )
+
+
+def imported_workload_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check --datamodule, --init-args, --datamodule-args and --monitor against --workload.
+
+    An imported workload (a name with ':') needs --datamodule; the others belong to imported
+    workloads only (--monitor also applies to the built-in ones). Every path is imported here,
+    before any run starts.
+    """
+    workloads = [w.strip() for w in getattr(args, "workload", "").split(",") if w.strip()]
+    imported = [w for w in workloads if is_import_path(w)]
+    datamodule = getattr(args, "datamodule", "") or ""
+    init_args = parse_args_option(getattr(args, "init_args", None), "--init-args")
+    datamodule_args = parse_args_option(getattr(args, "datamodule_args", None), "--datamodule-args")
+    monitor = (getattr(args, "monitor", "val_loss") or "").strip()
+    if not monitor:
+        raise UserError("--monitor must name a logged validation metric, e.g. val_loss")
+    if not imported and (datamodule or init_args or datamodule_args):
+        raise UserError(
+            "--datamodule, --init-args and --datamodule-args apply to an imported --workload pkg.mod:Class; "
+            f"--workload {args.workload!r} names none"
+        )
+    for workload in imported:
+        check_imported(workload, datamodule)
+    return dict(datamodule=datamodule, init_args=init_args, datamodule_args=datamodule_args, monitor=monitor)
 
 
 def new_run_dir(out: Path, prefix: str = "run") -> Path:

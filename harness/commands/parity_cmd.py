@@ -77,6 +77,12 @@ def main(args: argparse.Namespace) -> int:
     if params.tricks:
         raise UserError(f"parity compares the baseline only; --param for tricks ({', '.join(params.tricks)}) does not apply")
     workloads = WORKLOADS.select(args.workload)
+    imported = [w for w in workloads if ":" in w]
+    if imported:
+        raise UserError(
+            f"parity needs a built-in workload's plain PyTorch loss; {imported[0]!r} is an imported LightningModule "
+            f"(built-in: {', '.join(WORKLOADS.names())})"
+        )
     accelerators = resolve_accelerators(args.accelerator)
     options = run_options(args)
     run_dir = new_run_dir(args.out, prefix="parity")
