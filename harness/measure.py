@@ -77,6 +77,20 @@ def summarise(blocks: list[Block], warmup_blocks: int) -> Throughput | None:
     return Throughput(median, spread, step_ms, len(kept), noisy, warning, tuple(rates))
 
 
+def throughput_fields(summary: Throughput | None) -> dict[str, Any]:
+    """The Result fields a throughput summary fills (empty when nothing was measured)."""
+    if summary is None:
+        return {}
+    return {
+        "samples_per_s": summary.samples_per_s,
+        "samples_per_s_iqr": summary.samples_per_s_iqr,
+        "step_time_ms": summary.step_time_ms,
+        "noisy": summary.noisy,
+        "blocks_measured": summary.blocks,
+        "block_samples_per_s": list(summary.rates),
+    }
+
+
 def iqr(values: list[float]) -> float:
     """Interquartile range (inclusive quartiles); 0 for fewer than two values."""
     if len(values) < 2:

@@ -14,7 +14,7 @@ import torch
 
 from harness import env
 from harness.data import TensorDataModule
-from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory
+from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS
 
@@ -64,19 +64,13 @@ def execute_plain(spec: RunSpec) -> Result:
             break
     timer.finish()
     fit_s = time.perf_counter() - fit_started
-    summary = timer.summary()
     peak, mem_kind = peak_memory(device)
     return Result(
         run_id=spec.run_id, trick=PLAIN_LABEL, workload=spec.workload, dataset=workload.dataset_label(spec),
         accelerator=spec.accelerator, repeat=spec.repeat, status="ok", seed=spec.seed,
         device_name=env.device_name(spec.accelerator), precision="32-true", batch_size=spec.batch_size,
         loader=datamodule.loader_used,
-        samples_per_s=summary.samples_per_s if summary else None,
-        samples_per_s_iqr=summary.samples_per_s_iqr if summary else None,
-        step_time_ms=summary.step_time_ms if summary else None,
-        noisy=summary.noisy if summary else None,
-        blocks_measured=summary.blocks if summary else None,
-        block_samples_per_s=list(summary.rates) if summary else [],
+        **throughput_fields(timer.summary()),
         peak_mem_bytes=peak, mem_kind=mem_kind, train_loss=timer.final_train_loss,
         steps=steps, optimizer_steps=steps, epochs=spec.max_epochs,
         fit_s=fit_s, wall_s=time.perf_counter() - started,

@@ -24,7 +24,7 @@ from harness import env
 from harness.curves import ValCurve
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError
 from harness.flops import training_flops_per_batch, utilisation
-from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory
+from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
@@ -129,15 +129,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
 
     timer = meter.timer
     summary = timer.summary()
-    if summary is not None:
-        result.samples_per_s = summary.samples_per_s
-        result.samples_per_s_iqr = summary.samples_per_s_iqr
-        result.step_time_ms = summary.step_time_ms
-        result.noisy = summary.noisy
-        result.blocks_measured = summary.blocks
-        result.block_samples_per_s = list(summary.rates)
-        if summary.warning:
-            result.details["measure_warning"] = summary.warning
+    for name, value in throughput_fields(summary).items():
+        setattr(result, name, value)
+    if summary is not None and summary.warning:
+        result.details["measure_warning"] = summary.warning
     _count_flops(result, workload, spec, meter.example_batch)
     result.curve = curve.points
     result.train_loss = timer.final_train_loss
