@@ -21,7 +21,7 @@ import contextlib
 import io
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,31 +163,70 @@ class TensorBatches:
 
     Shuffling uses a ``randperm`` on the tensors' device with a generator seeded by
     ``seed + epoch``: every run sees the same batches in the same order, and no host round-trip
-    happens per step. ``len`` gives Lightning the number of batches per epoch.
+    happens per step. ``len`` gives Lightning the number of batches per epoch. The epoch comes from
+    ``epoch_of`` (the datamodule passes the trainer's ``current_epoch``, so the order survives a
+    resume from a checkpoint), else from a count of the iterations.
+
+    Under a distributed strategy each rank takes every ``world_size``-th sample of the (shuffled)
+    order, the set padded by repeating its first samples so that every rank runs the same number of
+    batches, as torch's DistributedSampler does (a rank with one batch fewer would hang the others).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.epoch_of = epoch_of
+        self._iterations = 0
+
+    @property
+    def samples_per_rank(self) -> int:
+        return math.ceil(len(self.x) / self.world_size)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(self.samples_per_rank / self.batch_size)
+
+    def _order(self) -> torch.Tensor | None:
+        """The sample indices of this rank for this epoch; None for the whole set in order."""
+        n = len(self.x)
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            epoch = self.epoch_of() if self.epoch_of is not None else self._iterations
+            generator = torch.Generator(device=self.x.device).manual_seed(self.seed + epoch)
+            order = torch.randperm(n, device=self.x.device, generator=generator)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        if self.world_size > 1:
+            total = self.samples_per_rank * self.world_size
+            order = torch.cat([order, order[: total - n]])[self.rank :: self.world_size]
+        return order
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, size = len(self.x), self.batch_size
-        if not self.shuffle:
-            for start in range(0, n, size):
+        order = self._order()
+        self._iterations += 1
+        size = self.batch_size
+        if order is None:
+            for start in range(0, len(self.x), size):
                 yield self.x[start : start + size], self.y[start : start + size]
             return
-        generator = torch.Generator(device=self.x.device).manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(n, device=self.x.device, generator=generator)
-        for start in range(0, n, size):
+        for start in range(0, len(order), size):
             index = order[start : start + size]
             yield self.x[index], self.y[index]
 
@@ -239,7 +278,13 @@ class TensorDataModule(pl.LightningDataModule):
         assert self.splits is not None, "setup() must run first"
         x, y = self.splits[split]
         if self.loader_used == "device":
-            return TensorBatches(x, y, self.batch_size, shuffle=shuffle, seed=self.seed)
+            trainer = self.trainer
+            if trainer is None:
+                return TensorBatches(x, y, self.batch_size, shuffle=shuffle, seed=self.seed)
+            return TensorBatches(
+                x, y, self.batch_size, shuffle=shuffle, seed=self.seed,
+                rank=trainer.global_rank, world_size=trainer.world_size, epoch_of=lambda: trainer.current_epoch,
+            )
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             TensorDataset(x, y),

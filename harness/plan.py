@@ -41,6 +41,12 @@ class RunOptions:
     init_args: dict[str, Any] = field(default_factory=dict)
     datamodule_args: dict[str, Any] = field(default_factory=dict)
     monitor: str = "val_loss"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    checkpoints: bool = True
+    profiler: str = ""
+    weight_histograms: bool = False
 
 
 def parse_tricks(selection: str) -> list[list[str]]:

@@ -49,7 +49,15 @@ class RunSpec:
     datamodule: str = ""  # --datamodule pkg.mod:Class
     init_args: dict[str, Any] = field(default_factory=dict)  # --init-args, for the module
     datamodule_args: dict[str, Any] = field(default_factory=dict)  # --datamodule-args
-    monitor: str = "val_loss"  # --monitor: the validation metric early stopping watches
+    monitor: str = "val_loss"  # --monitor: the validation metric early stopping and checkpoints watch
+    # scale-out, passed through to the Trainer: devices per node, strategy, nodes
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    checkpoints: bool = True  # best.ckpt and last.ckpt under <run_dir>/checkpoints/<run_id>/
+    profiler: str = ""  # "", "simple", "advanced" or "pytorch": Lightning's profiler, output under profiles/
+    weight_histograms: bool = False  # parameter histograms to TensorBoard at each epoch end
+    resume_from: str = ""  # a checkpoint that fit continues from (``harness resume``), relative to run_dir
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -79,7 +87,7 @@ class Result:
     samples_per_s_iqr: float | None = None
     step_time_ms: float | None = None
     noisy: bool | None = None
-    peak_mem_bytes: int | None = None
+    peak_mem_bytes: int | None = None  # per process: the largest over the ranks when world_size > 1
     mem_kind: str = ""  # "max_rss" (CPU, whole child process) or "cuda_max_allocated"
     train_loss: float | None = None
     val_loss: float | None = None
@@ -96,6 +104,10 @@ class Result:
     flops_per_s: float | None = None  # achieved, at the measured samples/s
     mfu: float | None = None  # flops_per_s / dense peak of the GPU for the precision used; None on CPU
     seed: int | None = None
+    world_size: int = 1  # processes that trained together (devices x nodes); samples/s is their sum
+    strategy: str = ""
+    # checkpoint name ("best", "last", "final") -> path relative to the run folder
+    checkpoints: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     # one point per validation during fit: epoch, step, samples, train_s, fit_s, val_loss
     curve: list[dict[str, Any]] = field(default_factory=list)

@@ -78,6 +78,9 @@ class Trick:
     # Order of the tuning phases in a combination: the batch size is found before the LR, as
     # Lightning's docs advise (the best LR depends on the batch size, not the other way round).
     tune_order: ClassVar[int] = 0
+    # Why this trick's result lives in the weights as fit leaves them and in no epoch checkpoint
+    # (SWA's average). Non-empty: the run saves final.ckpt and tests it instead of best.ckpt.
+    tests_final_weights: ClassVar[str] = ""
 
     def apply(self, setup: Setup) -> None:
         """Change the setup before the Trainer is built. Raise TrickSkipped where it cannot run."""

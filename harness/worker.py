@@ -8,6 +8,7 @@ and peak memory is this process's own. ``execute`` is the same thing in-process,
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import traceback
@@ -21,10 +22,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
+from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
 from harness.curves import ValCurve
+from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError
 from harness.flops import training_flops_per_batch, utilisation
-from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
+from harness.histograms import WeightHistograms
+from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
+from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
 from harness.spec import Result, RunSpec
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
@@ -39,13 +44,16 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
 
     No progress bar, model summary or sanity check (they are not training); TensorBoard logs land
     under ``<run>/tb/<workload>/<accelerator>/<trick>``; metrics are flushed to the logger once per
-    timing block, so the host sync that logging costs falls on a block edge.
+    timing block, so the host sync that logging costs falls on a block edge. Checkpointing is on
+    unless ``--no-checkpoints``; its callback is added by ``_run`` (harness.checkpoints).
     """
     run_dir = Path(spec.run_dir)
     version = spec.label if spec.repeat == 0 else f"{spec.label}-r{spec.repeat}"
     return dict(
         accelerator=spec.accelerator,
-        devices=1,
+        devices=spec.devices,
+        strategy=spec.strategy,
+        num_nodes=spec.num_nodes,
         max_epochs=spec.max_epochs,
         max_steps=spec.max_steps,
         precision="32-true",
@@ -53,7 +61,8 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
         log_every_n_steps=spec.block_steps,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=spec.checkpoints,
+        profiler=make_profiler(spec.profiler, run_dir, spec.run_id),
         num_sanity_val_steps=0,
         limit_val_batches=spec.limit_val_batches,
         limit_test_batches=spec.limit_test_batches,
@@ -112,8 +121,15 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
 
     meter = ThroughputMeter(spec.block_steps, spec.warmup_blocks)
     curve = ValCurve(meter.timer, fallback=spec.monitor if spec.monitor != "val_loss" else None)
-    trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=[*setup.callbacks, meter, curve, *extra_callbacks])
+    callbacks = [*setup.callbacks, meter, curve, *extra_callbacks]
+    checkpoints = checkpointing(spec, has_validation=not _missing_stage(setup, "validate")) if spec.checkpoints else None
+    if checkpoints is not None:
+        callbacks += checkpoints.callbacks
+    if spec.weight_histograms:
+        callbacks.append(WeightHistograms())
+    trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=callbacks)
     result.precision = str(trainer.precision)
+    result.world_size, result.strategy = trainer.world_size, type(trainer.strategy).__name__
     device = trainer.strategy.root_device
 
     tune_started = time.perf_counter()
@@ -121,20 +137,31 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         trick.tune(trainer, setup)
     result.tune_s = time.perf_counter() - tune_started
 
+    resume_from = str(resolve(spec.run_dir, spec.resume_from)) if spec.resume_from else None
+    if resume_from:
+        result.details["resumed_from"] = spec.resume_from
     reset_peak_memory(device)
     fit_started = time.perf_counter()
-    trainer.fit(setup.module, datamodule=setup.datamodule)
+    trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from)
     result.fit_s = time.perf_counter() - fit_started
-    result.peak_mem_bytes, result.mem_kind = peak_memory(device)
+    result.world_size = trainer.world_size  # known for sure once the processes exist
+    peak, result.mem_kind = peak_memory(device)
+    peaks = gather_peaks(trainer, peak)
+    result.peak_mem_bytes = max(peaks)
+    if len(peaks) > 1:
+        result.details["peak_mem_per_rank"] = peaks
 
     timer = meter.timer
-    summary = timer.summary()
+    blocks = combine_blocks(trainer, timer.blocks)
+    summary = summarise(blocks, timer.warmup_blocks)
     for name, value in throughput_fields(summary).items():
         setattr(result, name, value)
     if summary is not None and summary.warning:
         result.details["measure_warning"] = summary.warning
+    if spec.profiler:
+        result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
     _count_flops(result, workload, spec, meter.example_batch)
-    result.curve = curve.points
+    result.curve = [{**point, "samples": point["samples"] * trainer.world_size} for point in curve.points]
     result.train_loss = timer.final_train_loss
     result.steps = timer.batches
     result.optimizer_steps = trainer.global_step
@@ -147,7 +174,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["loader_reason"] = setup.datamodule.loader_reason
 
     validated = _evaluate(trainer, setup, "validate", result.details)
-    tested = _evaluate(trainer, setup, "test", result.details)
+    test_ckpt = _test_weights(trainer, spec, tricks, checkpoints, result)
+    tested = _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)
+    if spec.profiler:
+        result.details["profile_files"] = profile_files(spec.run_dir, spec.run_id)
     result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
     if result.val_loss is None and spec.monitor != "val_loss":  # a module that logs its own metric name
         result.val_loss = _metric(validated, spec.monitor)
@@ -160,22 +190,64 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
 
 
-def _evaluate(trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any]) -> list[dict[str, float]]:
+def _test_weights(
+    trainer: pl.Trainer, spec: RunSpec, tricks: list[Trick], checkpoints: Checkpointing | None, result: Result
+) -> str | None:
+    """Which weights the test set sees, recorded in ``details["test_weights"]``; a checkpoint path or None
+    for the weights as fit left them.
+
+    The best checkpoint by the monitored metric, as Lightning's ``ckpt_path="best"``; the final
+    weights when a trick's result is in no epoch checkpoint (SWA: saved as ``final.ckpt``), when
+    checkpoints are off, or when there was no validation to pick a best epoch by.
+    """
+    if checkpoints is None:
+        result.details["test_weights"] = "final weights (--no-checkpoints)"
+        return None
+    result.checkpoints = saved_checkpoints(checkpoints, spec.run_dir)
+    best = checkpoints.best
+    result.details.update(best_summary(best, result.curve))
+    final_reasons = [trick.tests_final_weights for trick in tricks if trick.tests_final_weights]
+    if final_reasons:
+        path = checkpoint_dir(spec.run_dir, spec.run_id) / f"{FINAL}.ckpt"
+        trainer.save_checkpoint(path)  # a collective: every rank calls it, rank 0 writes
+        result.checkpoints[FINAL] = relative(path, spec.run_dir)
+        result.details["test_weights"] = f"final.ckpt: {'; '.join(final_reasons)}"
+        return None
+    if checkpoints.guard is not None and checkpoints.guard.note:
+        result.details["test_weights"] = f"final weights: {checkpoints.guard.note}"
+        return None
+    if best is None or "best" not in result.checkpoints:
+        result.details["test_weights"] = "final weights: no validation loop to pick a best epoch by"
+        return None
+    epoch = result.details.get("best_epoch")
+    where = f" (epoch {epoch}, {best.monitor} {result.details['best_score']:.6g})" if epoch is not None else ""
+    result.details["test_weights"] = f"best.ckpt{where}"
+    return best.best_model_path
+
+
+def _missing_stage(setup: Setup, stage: str) -> list[str]:
+    """What the module and datamodule lack to run ``validate`` or ``test`` (empty: nothing)."""
+    step, loader = ("validation_step", "val_dataloader") if stage == "validate" else ("test_step", "test_dataloader")
+    return [
+        f"{type(owner).__name__}.{name}"
+        for owner, name, base in ((setup.module, step, pl.LightningModule), (setup.datamodule, loader, pl.LightningDataModule))
+        if not is_overridden(name, owner, base)
+    ]
+
+
+def _evaluate(
+    trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any], ckpt_path: str | None = None
+) -> list[dict[str, float]]:
     """``trainer.validate`` or ``trainer.test``, when the module and datamodule define that stage.
 
     The built-in workloads always do; an imported module may have no test set (or no validation
     set), and that leaves the column empty, with the reason in details, rather than failing the row.
     """
-    step, loader = ("validation_step", "val_dataloader") if stage == "validate" else ("test_step", "test_dataloader")
-    missing = [
-        f"{type(owner).__name__}.{name}"
-        for owner, name, base in ((setup.module, step, pl.LightningModule), (setup.datamodule, loader, pl.LightningDataModule))
-        if not is_overridden(name, owner, base)
-    ]
+    missing = _missing_stage(setup, stage)
     if missing:
         details[f"{stage}_skipped"] = f"no {' or '.join(missing)}"
         return []
-    return getattr(trainer, stage)(setup.module, datamodule=setup.datamodule, verbose=False)
+    return getattr(trainer, stage)(setup.module, datamodule=setup.datamodule, ckpt_path=ckpt_path, verbose=False)
 
 
 def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) -> None:
@@ -191,9 +263,10 @@ def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) 
         result.details["flops_error"] = f"{type(error).__name__}: {error}"
         return
     samples = batch_size_of(batch)
-    usage = utilisation(per_batch, result.samples_per_s, samples, spec.accelerator, result.device_name, result.precision)
+    per_device = result.samples_per_s / result.world_size if result.samples_per_s else result.samples_per_s
+    usage = utilisation(per_batch, per_device, samples, spec.accelerator, result.device_name, result.precision)
     result.flops_per_sample = per_batch / samples
-    result.flops_per_s = usage.achieved_flops
+    result.flops_per_s = usage.achieved_flops * result.world_size if usage.achieved_flops is not None else None
     result.mfu = usage.mfu
     result.details["mfu_peak"] = usage.peak
 
@@ -217,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         result = execute_plain(spec)
     else:
         result = execute(spec)
+    if not is_global_zero_env(dict(os.environ)):  # another rank of a distributed run: rank 0 writes the row
+        return 1 if result.status == "failed" else 0  # a failed rank exits non-zero, so Lightning stops the others
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_text(result.to_json())
     tmp.replace(result_path)  # atomic: the runner never reads half a result

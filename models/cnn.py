@@ -60,7 +60,7 @@ class LitDigitCNN(pl.LightningModule):
     def _evaluate(self, batch: Any, stage: str, accuracy: MulticlassAccuracy) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}_loss", F.cross_entropy(logits, y))
+        self.log(f"{stage}_loss", F.cross_entropy(logits, y), sync_dist=True)
         accuracy(logits, y)
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True)
 

@@ -101,10 +101,10 @@ class LitTinyGPT(pl.LightningModule):
         return self.lm_loss(batch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val_loss", self.lm_loss(batch))
+        self.log("val_loss", self.lm_loss(batch), sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("test_loss", self.lm_loss(batch))
+        self.log("test_loss", self.lm_loss(batch), sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self(batch[0]).argmax(dim=-1)

@@ -133,6 +133,9 @@ def test_imported_module_runs_with_dict_batches_and_its_init_args(byo: Path, mak
     assert "no plain PyTorch loss" in result.details["flops_note"]
     assert "test_step" in result.details["test_skipped"]  # no test set: the column stays empty
     assert result.val_loss is None and result.details["metrics"]["val_mse"] > 0
+    # a metric name that is never logged costs the best checkpoint, not the row: last.ckpt stays
+    assert set(result.checkpoints) == {"last"}
+    assert "'val_loss' is never logged (logged: val_mse)" in result.details["test_weights"]
 
 
 def test_monitor_names_the_validation_metric(byo: Path, make_spec) -> None:
@@ -144,6 +147,7 @@ def test_monitor_names_the_validation_metric(byo: Path, make_spec) -> None:
     assert result.status == "ok", result.reason
     assert result.details["monitor"] == "val_mse" and result.details["val_loss_from"] == "val_mse"
     assert result.val_loss is not None and result.details["best_val_loss"] is not None
+    assert set(result.checkpoints) == {"best", "last"} and result.details["test_weights"].startswith("best.ckpt")
     assert result.curve and all(point["val_loss"] is not None for point in result.curve)  # time-to-target works
 
 

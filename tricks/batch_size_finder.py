@@ -10,6 +10,7 @@ Pitfalls guarded here:
   A safety factor (0.9x by default) is applied to the found size; both are recorded.
 - Without out-of-memory errors (a CPU, or a large GPU with a small model) the search only stops at
   its cap. It is capped at the training set size: a batch larger than the data is no batch at all.
+- Lightning refuses to tune the batch size under a distributed strategy: skipped with that reason.
 - In ``power`` mode Lightning can return the next doubling without having tried it (issue 18426;
   in 2.6 it still happens when the doubling passes ``max_val``): the answer is clamped to the cap.
 """
@@ -25,6 +26,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities.parsing import lightning_setattr
 
+from harness.distributed import is_distributed
 from harness.errors import TrickFailed, TrickSkipped
 from harness.trick import Setup, Trick, register_trick
 
@@ -88,6 +90,13 @@ class BatchSizeFinder(Trick):
             raise ValueError(f"max_val must be >= init_val ({self.init_val}) or none, got {self.max_val}")
 
     def apply(self, setup: Setup) -> None:
+        spec = setup.spec
+        if is_distributed(spec.strategy, spec.devices, spec.num_nodes):
+            raise TrickSkipped(
+                f"batch-size-finder: Lightning's Tuner.scale_batch_size refuses distributed strategies "
+                f"(--strategy {spec.strategy}, {spec.devices} device(s) x {spec.num_nodes} node(s)): "
+                "\"Tuning the batch size is currently not supported with distributed strategies\"; run it with --devices 1"
+            )
         initial = batch_size_holder(setup)
         if initial is None:
             raise TrickSkipped(

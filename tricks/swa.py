@@ -50,6 +50,10 @@ class SWA(Trick):
         "at least budget_epochs epochs; BatchNorm statistics recomputed for the averaged weights."
     )
     source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#stochastic-weight-averaging"
+    tests_final_weights = (
+        "SWA copies the average into the model when fit ends, after the last epoch checkpoint: "
+        "best.ckpt and last.ckpt hold unaveraged weights"
+    )
 
     swa_lrs: float = 1e-3
     swa_epoch_start: float = 0.8

@@ -12,7 +12,9 @@ import torch
 
 from harness.custom_workload import check_imported, is_import_path, parse_args_option
 from harness.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
+from harness.distributed import resolve_strategy
 from harness.errors import UserError
+from harness.profiling import PROFILERS
 from harness.plan import RunOptions
 
 ACCELERATORS = ("cpu", "gpu", "auto")
@@ -62,6 +64,31 @@ def add_training_arguments(
     own.add_argument("--init-args", default=None, metavar="JSON|@FILE", help="arguments of the imported module: JSON, or a .json/.yaml file (@config.yaml)")
     own.add_argument("--datamodule-args", default=None, metavar="JSON|@FILE", help="arguments of the --datamodule, as --init-args")
     own.add_argument("--monitor", default="val_loss", help="the logged validation metric that early stopping and the val column use (default: val_loss)")
+
+
+def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:
+    """Lightning's scale-out, checkpoint and profiling switches, passed through to every run's Trainer."""
+    group = parser.add_argument_group("scale-out, checkpoints and profiling (passed through to Lightning)")
+    group.add_argument("--devices", type=positive_int, default=1, help="devices (processes) per node; >1 trains with DDP (default: 1)")
+    group.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp; auto = ddp when --devices or --num-nodes > 1 (default: auto)")
+    group.add_argument("--num-nodes", type=positive_int, default=1, help="machines of a multi-node job, each started with NODE_RANK/MASTER_ADDR set (default: 1)")
+    group.add_argument("--no-checkpoints", dest="checkpoints", action="store_false", help="keep no best.ckpt/last.ckpt; test the final weights (resume then starts runs afresh)")
+    group.add_argument("--profiler", default="", choices=PROFILERS, help="Lightning's profiler; its output goes to <run>/profiles/<run_id>/ and the report links it")
+    group.add_argument("--weight-histograms", action="store_true", help="write every parameter's histogram to TensorBoard at each epoch end")
+
+
+def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields of :func:`add_workflow_arguments`; a command without them gets a single
+    process with no checkpoints, profiler or histograms (parity: the plain loop has none either)."""
+    devices, num_nodes = getattr(args, "devices", 1), getattr(args, "num_nodes", 1)
+    return dict(
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=resolve_strategy(getattr(args, "strategy", "auto"), devices, num_nodes),
+        checkpoints=getattr(args, "checkpoints", False),
+        profiler=getattr(args, "profiler", "") or "",
+        weight_histograms=getattr(args, "weight_histograms", False),
+    )
 
 
 def resolve_accelerators(text: str) -> list[str]:
@@ -115,6 +142,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         synthetic_size=args.synthetic_size,
         num_workers=args.num_workers,
         **imported,
+        **workflow_options(args),
     )
 
 

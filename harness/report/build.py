@@ -24,7 +24,7 @@ from harness.spec import Result
 
 PLOTS_DIR = "plots"
 # details that are bookkeeping, not something a trick did
-HIDDEN_DETAILS = ("dataset_reason",)
+HIDDEN_DETAILS = ("dataset_reason", "profile_files")  # profile files are shown as links
 
 
 @dataclass
@@ -56,6 +56,7 @@ class TrickDetails:
     heading: str
     items: dict[str, str]
     images: list[Plot] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (label, path relative to the run folder)
 
 
 @dataclass
@@ -94,7 +95,12 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows
            target_val_loss: float | None, draw: bool) -> Group:
     workload, dataset, accelerator = key
     device = rows["device_name"].dropna().iloc[0] if rows["device_name"].notna().any() else ""
-    heading = f"{workload} on {accelerator} ({device}), dataset {dataset}" if device else f"{workload} on {accelerator}, dataset {dataset}"
+    where = f"{accelerator} ({device})" if device else accelerator
+    world = int(rows["world_size"].max()) if rows["world_size"].notna().any() else 1
+    if world > 1:  # samples/s is the sum over the processes, peak memory the largest process's
+        strategy = next((s for s in rows["strategy"] if s), "")
+        where = f"{world} x {where} with {strategy}, samples/s summed over the processes, memory per process"
+    heading = f"{workload} on {where}, dataset {dataset}"
     target = rows["target_val_loss"].dropna()
     if target.empty:
         target_text = "Target val loss: none (no baseline val loss in this run; set one with `--target-val-loss`)."
@@ -216,8 +222,16 @@ def _trick_details(run_dir: Path, results: list[Result], draw: bool) -> list[Tri
         if draw:
             images += _lr_curve_plots(run_dir, result, images)
         heading = f"{trick} ({workload}, {dataset}, {accelerator})"
-        out.append(TrickDetails(trick=trick, heading=heading, items=items, images=images))
+        out.append(TrickDetails(trick=trick, heading=heading, items=items, images=images, links=_links(result)))
     return out
+
+
+def _links(result: Result) -> list[tuple[str, str]]:
+    """The files a run left that a reader may open: its checkpoints and its profiler's reports."""
+    links = [(f"{name}.ckpt", path) for name, path in result.checkpoints.items()]
+    profiles = result.details.get("profile_files") or []
+    links += [(f"profile: {Path(path).name}", path) for path in profiles if isinstance(path, str)]
+    return links
 
 
 def _lr_curve_plots(run_dir: Path, result: Result, existing: list[Plot]) -> list[Plot]:

@@ -118,8 +118,12 @@ def render_html(report: Report) -> str:
     cards = []
     for details in report.details:
         images = "".join(figure_html(report.run_dir, image) for image in details.images)
+        links = "".join(
+            f'<li><a href="{html.escape(path, quote=True)}">{html.escape(label)}</a></li>' for label, path in details.links
+        )
+        links = f'<p>Files:</p><ul class="files">{links}</ul>' if links else ""
         cards.append(f"<section><h3>{html.escape(details.heading)}</h3>"
-                     f"{key_value_table(details.items, 'detail', 'value')}{images}</section>")
+                     f"{key_value_table(details.items, 'detail', 'value')}{links}{images}</section>")
     body.append('<div class="details">' + "".join(cards) + "</div>")
 
     body.append('<h2 id="problems">Skipped and failed runs</h2>')

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
-from harness.report.table import GROUP, display_table, results_frame
+from harness.report.table import results_frame
 from harness.report.text import FILES_TEXT, MARK_LEGEND, header_lines, problem_lines, protocol_text, warning_lines
 from harness.spec import Result
 
@@ -35,13 +35,12 @@ def markdown_table(table: pd.DataFrame, marks: pd.DataFrame | None = None) -> st
     return table.to_markdown(index=False, disable_numparse=True)
 
 
-def terminal_tables(summary: pd.DataFrame) -> str:
+def terminal_tables(groups: list[Group]) -> str:
+    """The groups' tables as plain text, under the same headings as report.md."""
     parts = []
-    for key, group in summary.groupby(GROUP, sort=False):
-        workload, dataset, accelerator = key
-        device = group["device_name"].dropna().iloc[0] if group["device_name"].notna().any() else ""
-        parts.append(f"{workload} on {accelerator} ({device}), dataset {dataset}")
-        parts.append(display_table(group).to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+    for group in groups:
+        parts.append(group.heading)
+        parts.append(group.table.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
     return "\n\n".join(parts)
 
 
@@ -63,6 +62,7 @@ def render_markdown(report: Report) -> str:
         for details in report.details:
             items = ", ".join(f"{k}={v}" for k, v in details.items.items())
             links = "".join(f" [{image.path}]({image.path})" for image in details.images)
+            links += "".join(f" [{label}]({path})" for label, path in details.links)
             lines.append(f"- **{details.heading}**: {items}{links}")
         lines.append("")
     problems = problem_lines(report.results)
@@ -108,4 +108,4 @@ def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | Non
     write_summary(run_dir, report.summary)
     (run_dir / "report.md").write_text(render_markdown(report))
     (run_dir / "report.html").write_text(render_html(report))
-    return terminal_tables(report.summary) if not report.summary.empty else "(no results)"
+    return terminal_tables(report.groups) if report.groups else "(no results)"

@@ -70,6 +70,8 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
         device_name=("device_name", "first"),
         loader=("loader", "first"),
         mem_kind=("mem_kind", "first"),
+        world_size=("world_size", "max"),
+        strategy=("strategy", lambda s: next((x for x in s if x), "")),
         details=("details", "last"),
         repeats=("repeat", "count"),
     )

@@ -68,7 +68,9 @@ def protocol_text(results: list[Result]) -> str:
 
 
 FILES_TEXT = (
-    "Files: `results.jsonl` (source of truth), `results.csv`, `summary.csv` and `summary.json` (this table's numbers), "
+    "Files: `results.jsonl` (source of truth), `plan.json` (every planned run; `harness resume` reads it), "
+    "`results.csv`, `summary.csv` and `summary.json` (this table's numbers), "
     "`env.json`, `report.md`, `report.html` (self-contained), "
-    "`plots/` (the figures), `logs/` (one log per run), `tb/` (TensorBoard: `tensorboard --logdir tb`)."
+    "`plots/` (the figures), `logs/` (one log per run), `tb/` (TensorBoard: `tensorboard --logdir tb`), "
+    "`checkpoints/<run>/` (`best.ckpt`, `last.ckpt`), `profiles/<run>/` (with `--profiler`)."
 )

@@ -1,0 +1,139 @@
+"""Checkpoints of a run: ``best.ckpt`` and ``last.ckpt`` through Lightning's ModelCheckpoint.
+
+Every run keeps, under ``<run_dir>/checkpoints/<run_id>/``:
+
+- ``best.ckpt``: the epoch with the lowest monitored validation metric (``val_loss``, or
+  ``--monitor``); ``test_loss`` is measured on these weights, as Lightning's ``ckpt_path="best"``;
+- ``last.ckpt``: the end of the latest epoch, which ``harness resume`` continues from;
+- ``final.ckpt``, only for a trick whose result lives in the weights as fit leaves them and in no
+  epoch checkpoint (SWA copies its average into the model when fit ends, after the last
+  checkpoint): those runs test the final weights, and the row says so.
+
+Saving happens after validation, while the measuring clock is paused (the meter restarts it at the
+next training batch), so checkpoints cost wall time but not samples/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
+
+from harness.spec import RunSpec
+
+BEST, LAST, FINAL = "best", "last", "final"
+CHECKPOINT_NAMES = (BEST, LAST, FINAL)
+
+
+def checkpoint_dir(run_dir: str | Path, run_id: str) -> Path:
+    return Path(run_dir) / "checkpoints" / run_id
+
+
+class MissingMonitorGuard(pl.Callback):
+    """Stops ranking epochs when the monitored metric is never logged, instead of failing the run.
+
+    ModelCheckpoint raises once validation has run without the metric; for a module of the user's
+    that logs ``val_mse`` while ``--monitor`` says ``val_loss``, that would fail every row over a
+    name. Here the best checkpoint is given up (``save_top_k=0``) at the first validation, the
+    reason is kept in ``note`` for the row, and the run tests its final weights. Lightning moves
+    checkpoint callbacks after all others, so this runs before ModelCheckpoint looks.
+    """
+
+    def __init__(self, best: ModelCheckpoint) -> None:
+        self.best = best
+        self.note = ""
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.best.save_top_k == 0:
+            return
+        if self.best.monitor not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
+            self.note = (
+                f"best.ckpt not kept: {self.best.monitor!r} is never logged (logged: {logged}); "
+                "name the validation metric with --monitor"
+            )
+            self.best.save_top_k = 0
+
+
+@dataclass
+class Checkpointing:
+    """The two ModelCheckpoint callbacks of a run: ``best`` (None without validation) and ``last``.
+
+    Two callbacks, because Lightning 2.6's ``save_last=True`` writes ``last.ckpt`` only at a step
+    where a top-k checkpoint was saved too: with ``save_top_k=1`` it stops following the epochs as
+    soon as the monitored metric stops improving, and a resume from it would repeat epochs
+    (observed here, and reported by Lightning users since 2.6.0). A second callback with no
+    monitor and ``save_top_k=1`` keeps exactly one file, rewritten at every epoch end.
+    """
+
+    best: ModelCheckpoint | None
+    last: ModelCheckpoint
+    guard: MissingMonitorGuard | None = None
+
+    @property
+    def callbacks(self) -> list[pl.Callback]:
+        return [callback for callback in (self.guard, self.best, self.last) if callback is not None]
+
+
+def checkpointing(spec: RunSpec, has_validation: bool) -> Checkpointing:
+    """``best.ckpt`` by ``spec.monitor`` (lowest wins) and ``last.ckpt``, under the run's checkpoint folder.
+
+    Without a validation loop there is nothing to rank epochs by: only ``last.ckpt`` is kept.
+    ``enable_version_counter=False`` keeps the names fixed, also across a resume (no ``best-v1.ckpt``).
+    """
+    folder = checkpoint_dir(spec.run_dir, spec.run_id)
+    last = ModelCheckpoint(dirpath=folder, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
+    if not has_validation:
+        return Checkpointing(None, last)
+    best = ModelCheckpoint(
+        dirpath=folder,
+        filename=BEST,
+        monitor=spec.monitor,
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    return Checkpointing(best, last, MissingMonitorGuard(best))
+
+
+def relative(path: str | Path, run_dir: str | Path) -> str:
+    """A path inside the run folder as the rows store it, so that a moved report still finds it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def saved_checkpoints(checkpoints: Checkpointing, run_dir: str | Path) -> dict[str, str]:
+    """``{"best": ..., "last": ...}`` for the files that exist, relative to the run folder."""
+    found = {}
+    paths = ((BEST, checkpoints.best.best_model_path if checkpoints.best else ""), (LAST, checkpoints.last.best_model_path))
+    for name, path in paths:
+        if path and Path(path).is_file():
+            found[name] = relative(path, run_dir)
+    return found
+
+
+def best_summary(callback: ModelCheckpoint | None, curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the row says about the best checkpoint: the monitored score and the epoch it comes from
+    (the validation point of the run's curve with that score)."""
+    if callback is None or not callback.best_model_path or callback.best_model_score is None:
+        return {}
+    score = float(callback.best_model_score)
+    summary: dict[str, Any] = {"monitor": callback.monitor, "best_score": score}
+    matching = [point["epoch"] for point in curve if point.get("val_loss") is not None and abs(point["val_loss"] - score) <= 1e-12 + 1e-6 * abs(score)]
+    if matching:
+        summary["best_epoch"] = matching[0]
+    return summary
+
+
+def resolve(run_dir: str | Path, stored: str) -> Path:
+    """A checkpoint path from a row (relative to its run folder, or absolute) as a path on this machine."""
+    path = Path(stored)
+    return path if path.is_absolute() else Path(run_dir) / path

@@ -1,0 +1,83 @@
+"""Checkpoints: best.ckpt and last.ckpt per run, test_loss from the best one, SWA's final weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.data import DigitsDataModule
+from harness.spec import RunSpec
+from harness.worker import execute
+from models.autoencoder import LitAutoEncoder
+
+
+def test_loss_on_weights(path: Path, spec: RunSpec, split: str) -> float:
+    """A checkpoint's MSE on one split, without Lightning: batch means weighted by batch size, as ``self.log`` does."""
+    model = LitAutoEncoder.load_from_checkpoint(path, map_location="cpu").eval()
+    data = DigitsDataModule.from_spec(spec)
+    data.setup()
+    x, _ = data.splits[split]
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), spec.batch_size):
+            batch = x[start : start + spec.batch_size].view(-1, 28 * 28)
+            total += float(F.mse_loss(model.decoder(model.encoder(batch)), batch)) * len(batch)
+    return total / len(x)
+
+
+test_loss_on_weights.__test__ = False  # a helper, not a test
+
+
+class SpoilLastEpoch(pl.Callback):
+    """Shifts every weight just before the last epoch's validation, so that the last epoch is not the best."""
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and trainer.current_epoch == trainer.max_epochs - 1:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.add_(0.05)
+
+
+def test_best_and_last_are_kept_and_test_loss_comes_from_best(make_spec: Callable[..., RunSpec], tmp_path: Path) -> None:
+    spec = make_spec(max_epochs=3)
+    result = execute(spec, extra_callbacks=[SpoilLastEpoch()])
+    assert result.status == "ok", result.reason
+    assert result.details["best_epoch"] == 1  # the spoiled last epoch is not the best
+    assert set(result.checkpoints) == {"best", "last"}
+    best, last = (tmp_path / result.checkpoints[name] for name in ("best", "last"))
+    assert best.name == "best.ckpt" and last.name == "last.ckpt" and best.is_file() and last.is_file()
+    scores = [point["val_loss"] for point in result.curve]
+    assert result.details["best_score"] == pytest.approx(min(scores))
+    assert result.details["best_epoch"] == result.curve[scores.index(min(scores))]["epoch"]
+    assert result.details["test_weights"].startswith(f"best.ckpt (epoch {result.details['best_epoch']}")
+    # last.ckpt follows every epoch (Lightning 2.6's own save_last=True would have stopped at the best one)
+    assert torch.load(last, weights_only=False)["epoch"] == spec.max_epochs - 1
+    # test_loss is the best checkpoint's, not the final weights' (val_loss is the final weights')
+    assert result.test_loss == pytest.approx(test_loss_on_weights(best, spec, "test"), rel=1e-5)
+    assert result.val_loss == pytest.approx(test_loss_on_weights(last, spec, "val"), rel=1e-5)
+
+
+def test_no_checkpoints_keeps_none_and_tests_the_final_weights(make_spec: Callable[..., RunSpec], tmp_path: Path) -> None:
+    result = execute(make_spec(checkpoints=False, max_epochs=1))
+    assert result.status == "ok", result.reason
+    assert result.checkpoints == {} and not (tmp_path / "checkpoints").exists()
+    assert result.details["test_weights"] == "final weights (--no-checkpoints)"
+
+
+def test_swa_tests_its_averaged_weights_saved_as_final_ckpt(make_spec: Callable[..., RunSpec], tmp_path: Path) -> None:
+    spec = make_spec(["swa"], trick_params={"swa": {"budget_epochs": "4", "swa_epoch_start": "0.5"}})
+    result = execute(spec)
+    assert result.status == "ok", result.reason
+    assert result.details["weights_averaged"] is True
+    assert set(result.checkpoints) == {"best", "last", "final"}
+    final, last = (tmp_path / result.checkpoints[name] for name in ("final", "last"))
+    averaged = torch.load(final, weights_only=False)["state_dict"]
+    unaveraged = torch.load(last, weights_only=False)["state_dict"]
+    assert any(not torch.equal(averaged[key], unaveraged[key]) for key in averaged)
+    assert result.details["test_weights"].startswith("final.ckpt: SWA")
+    assert result.test_loss == pytest.approx(test_loss_on_weights(final, spec, "test"), rel=1e-5)
