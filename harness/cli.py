@@ -1,4 +1,4 @@
-"""``python -m harness``: list | run | report | compare | parity. One module per subcommand under commands/.
+"""``python -m harness``: list | run | resume | report | compare | parity | predict | export. One module per subcommand under commands/.
 
 A UserError anywhere becomes one line on stderr and exit code 2; ``run`` exits 1 when a run failed.
 """
@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from harness import __version__
-from harness.commands import compare_cmd, list_cmd, parity_cmd, report_cmd, run_cmd
+from harness.commands import compare_cmd, list_cmd, parity_cmd, report_cmd, resume_cmd, run_cmd
 from harness.errors import UserError
 
-COMMANDS = (list_cmd, run_cmd, report_cmd, compare_cmd, parity_cmd)
+COMMANDS = (list_cmd, run_cmd, resume_cmd, report_cmd, compare_cmd, parity_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,11 +10,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness import env
-from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
+from harness.commands.options import add_training_arguments, add_workflow_arguments, new_run_dir, resolve_accelerators, run_options
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
 from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
+from harness.rundir import write_plan
 from harness.runner import run_all
 from harness.spec import Result
 from harness.workload import WORKLOADS
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_target_argument(parser)
     add_training_arguments(parser)
+    add_workflow_arguments(parser)
 
 
 def progress_line(result: Result) -> str:
@@ -59,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
     )
     environment = env.collect()
     (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
+    write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
     print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
 
     results = run_all(

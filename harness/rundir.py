@@ -1,0 +1,102 @@
+"""A run folder as the later commands (resume, predict, export) find it.
+
+``run`` writes ``plan.json`` (every RunSpec it planned, before the first run starts) next to
+``results.jsonl`` (every finished Result). Together they say what was asked and what was done,
+so ``resume`` can run what is missing and ``predict``/``export`` can rebuild a run's module from
+its spec and load its checkpoint. Paths inside the folder are taken relative to where the folder
+is now, not where it was written: a run folder can be moved or copied to another machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, unknown_name_error
+from harness.spec import Result, RunSpec, read_results
+
+PLAN = "plan.json"
+RESULTS = "results.jsonl"
+
+
+def write_plan(run_dir: Path, specs: list[RunSpec], command: str, extra: dict[str, Any] | None = None) -> None:
+    """Record what this invocation will run, before it runs anything."""
+    payload = {"command": command, **(extra or {}), "specs": [dataclasses.asdict(spec) for spec in specs]}
+    (run_dir / PLAN).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def check_run_dir(run_dir: Path) -> Path:
+    """The folder, resolved; a UserError when it is not a run folder."""
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {str(run_dir)!r} does not exist")
+    if not (run_dir / PLAN).is_file() and not (run_dir / RESULTS).is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run folder: it has neither {PLAN} nor {RESULTS}")
+    return run_dir.resolve()
+
+
+def read_plan(run_dir: Path) -> dict[str, Any]:
+    """plan.json as written, or a UserError saying the run predates it."""
+    path = run_dir / PLAN
+    if not path.is_file():
+        raise UserError(
+            f"{str(run_dir)!r} has no {PLAN} (it was written by an older harness or not by `run`): "
+            "the runs it planned are unknown"
+        )
+    return json.loads(path.read_text())
+
+
+def load_specs(run_dir: Path) -> list[RunSpec]:
+    """The planned RunSpecs, their ``run_dir`` set to the folder where it is now.
+
+    Falls back to ``specs/*.json`` (written as each run starts) for a folder without plan.json:
+    enough to find the runs that started, not those that never did.
+    """
+    run_dir = run_dir.resolve()
+    if (run_dir / PLAN).is_file():
+        raw = read_plan(run_dir)["specs"]
+    else:
+        raw = [json.loads(p.read_text()) for p in sorted((run_dir / "specs").glob("*.json")) if not p.name.endswith(".result.json")]
+    known = {f.name for f in dataclasses.fields(RunSpec)}
+    specs = []
+    for fields in raw:
+        spec = RunSpec(**{key: value for key, value in fields.items() if key in known})
+        specs.append(dataclasses.replace(spec, run_dir=str(run_dir)))
+    return specs
+
+
+def load_results(run_dir: Path) -> list[Result]:
+    path = run_dir / RESULTS
+    return read_results(path) if path.is_file() else []
+
+
+def find_run(
+    run_dir: Path, trick: str, workload: str | None = None, accelerator: str | None = None, repeat: int = 0
+) -> tuple[RunSpec, Result]:
+    """The spec and the finished row of one run, named as the report names it.
+
+    ``workload`` and ``accelerator`` may be left out when the folder holds only one of each; a
+    name that matches nothing is a UserError listing what the folder holds.
+    """
+    run_dir = check_run_dir(run_dir)
+    rows = [r for r in load_results(run_dir) if r.repeat == repeat]
+    if not rows:
+        raise UserError(f"{str(run_dir)!r} has no finished run with repeat {repeat}")
+    for value, attribute in ((workload, "workload"), (accelerator, "accelerator")):
+        choices = sorted({getattr(r, attribute) for r in rows})
+        if value is None:
+            if len(choices) > 1:
+                raise UserError(f"the run folder holds several {attribute}s ({', '.join(choices)}): choose one with --{attribute}")
+            value = choices[0]
+        if value not in choices:
+            raise unknown_name_error(attribute, value, choices, f"the {attribute}s in {run_dir.name}")
+        rows = [r for r in rows if getattr(r, attribute) == value]
+    by_trick = {r.trick: r for r in rows}
+    if trick not in by_trick:
+        raise unknown_name_error("trick", trick, sorted(by_trick), f"the runs in {run_dir.name}")
+    result = by_trick[trick]
+    specs = {spec.run_id: spec for spec in load_specs(run_dir)}
+    if result.run_id not in specs:
+        raise UserError(f"run {result.run_id!r} has a row in {RESULTS} but no spec in {PLAN} or specs/")
+    return specs[result.run_id], result
