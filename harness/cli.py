@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from harness import __version__
-from harness.commands import compare_cmd, list_cmd, parity_cmd, report_cmd, resume_cmd, run_cmd
+from harness.commands import compare_cmd, export_cmd, list_cmd, parity_cmd, predict_cmd, report_cmd, resume_cmd, run_cmd
 from harness.errors import UserError
 
-COMMANDS = (list_cmd, run_cmd, resume_cmd, report_cmd, compare_cmd, parity_cmd)
+COMMANDS = (list_cmd, run_cmd, resume_cmd, report_cmd, compare_cmd, parity_cmd, predict_cmd, export_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+import torch
+
 from harness.spec import BASELINE, COMBINE, RunSpec
 
 
@@ -41,3 +44,17 @@ def tiny_spec(run_dir: Path, tricks: list[str] | None = None, **overrides: Any) 
     )
     fields.update(overrides)
     return RunSpec(**fields)
+
+
+class SpoilLastEpoch(pl.Callback):
+    """Shifts every weight before the last epoch's validation, so that the best epoch is not the last.
+
+    For tests of checkpoints: with it, ``best.ckpt`` and ``last.ckpt`` hold different weights, so a
+    test that loads "the best" can tell whether it got it.
+    """
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and trainer.current_epoch == trainer.max_epochs - 1:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.add_(0.05)

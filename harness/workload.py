@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -11,6 +12,15 @@ import torch
 from harness.params import from_params, parameters
 from harness.registry import Registry
 from harness.spec import RunSpec
+
+
+class StandaloneSubmodule(NamedTuple):
+    """A plain PyTorch part of a trained LightningModule that is useful on its own."""
+
+    name: str  # the attribute, e.g. "encoder"
+    module: torch.nn.Module
+    # how the LightningModule's forward input becomes this part's input (e.g. flatten the images)
+    prepare: Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -45,6 +55,17 @@ class Workload:
     def plain_loss(self, module: pl.LightningModule, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The training loss of one batch without Lightning, for the plain-PyTorch parity loop."""
         raise NotImplementedError(f"workload {self.name!r} has no plain PyTorch loss for the parity check")
+
+    def standalone_submodule(self, module: pl.LightningModule) -> StandaloneSubmodule | None:
+        """The part of a trained module that is worth using without Lightning, or None.
+
+        A LightningModule is a plain ``nn.Module`` underneath: after training, Lightning's tutorial
+        takes the autoencoder's ``encoder`` and embeds images with it, no Trainer involved.
+        ``python -m harness predict`` shows that step for the workloads that name such a part (and
+        that it gives the same output as the module's ``forward``); the default names none, and
+        ``predict`` then prints nothing extra.
+        """
+        return None
 
 
 class WorkloadRegistry(Registry[type[Workload]]):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.spec import RunSpec
-from harness.workload import Workload, register_workload
+from harness.workload import StandaloneSubmodule, Workload, register_workload
 
 
 class Encoder(nn.Module):
@@ -69,10 +69,10 @@ class LitAutoEncoder(pl.LightningModule):
         return self.reconstruction_loss(batch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("val_loss", self.reconstruction_loss(batch))
+        self.log("val_loss", self.reconstruction_loss(batch), sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.log("test_loss", self.reconstruction_loss(batch))
+        self.log("test_loss", self.reconstruction_loss(batch), sync_dist=True)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self(batch[0])
@@ -96,3 +96,8 @@ class AutoencoderWorkload(Workload):
     def plain_loss(self, module: pl.LightningModule, batch: Any) -> torch.Tensor:
         assert isinstance(module, LitAutoEncoder)
         return module.reconstruction_loss(batch)
+
+    def standalone_submodule(self, module: pl.LightningModule) -> StandaloneSubmodule:
+        """The trained encoder on its own, as the tutorial uses it: flattened images in, 3-d embeddings out."""
+        assert isinstance(module, LitAutoEncoder)
+        return StandaloneSubmodule("encoder", module.encoder, lambda x: x.view(x.size(0), -1))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 
 from harness.data import DigitsDataModule
 from harness.spec import RunSpec
+from harness.testing import SpoilLastEpoch
 from harness.worker import execute
 from models.autoencoder import LitAutoEncoder
 
@@ -31,16 +31,6 @@ def test_loss_on_weights(path: Path, spec: RunSpec, split: str) -> float:
 
 
 test_loss_on_weights.__test__ = False  # a helper, not a test
-
-
-class SpoilLastEpoch(pl.Callback):
-    """Shifts every weight just before the last epoch's validation, so that the last epoch is not the best."""
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit" and trainer.current_epoch == trainer.max_epochs - 1:
-            with torch.no_grad():
-                for parameter in pl_module.parameters():
-                    parameter.add_(0.05)
 
 
 def test_best_and_last_are_kept_and_test_loss_comes_from_best(make_spec: Callable[..., RunSpec], tmp_path: Path) -> None:
