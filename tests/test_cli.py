@@ -33,6 +33,10 @@ def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["run", "--tricks", "16-mixed+bf16-mixed"], "cannot run '16-mixed+bf16-mixed': 16-mixed and bf16-mixed both set"),
         (["run", "--param", "transformer.heads=0"], "transformer"),
         (["report", "/nonexistent/run"], "results.jsonl does not exist"),
+        (["run", "--devices", "2", "--strategy", "ddp_spawn"], "runs fit in spawned or forked processes"),
+        (["run", "--strategy", "dpp"], "unknown --strategy 'dpp'; did you mean ddp"),
+        (["resume", "/nonexistent/run"], "run folder '/nonexistent/run' does not exist"),
+        (["predict", "/nonexistent/run", "--trick", "swa"], "run folder '/nonexistent/run' does not exist"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -47,6 +51,17 @@ def test_gpu_asked_for_but_absent_exits_2(capsys: pytest.CaptureFixture[str], tm
     assert main(["run", "--accelerator", "gpu", "--out", str(tmp_path)]) == 2
     message = capsys.readouterr().err.strip()
     assert message.count("\n") == 0 and "no CUDA device is visible" in message and "--accelerator cpu" in message
+
+
+def test_more_gpus_than_the_machine_shows_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["run", "--accelerator", "gpu", "--devices", "2", "--dataset", "digits", "--out", str(tmp_path)]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--devices 2 with --accelerator gpu: this machine shows 1 CUDA device(s)" in message
+    assert not list(tmp_path.iterdir())
 
 
 def test_list_shows_every_trick_with_its_parameters(capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,16 @@ def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def check_devices(accelerators: list[str], devices: int) -> None:
+    """More GPUs asked for than this machine shows is a user error, before any run starts (CPU
+    "devices" are processes, any number of which Lightning can start)."""
+    if "gpu" in accelerators and devices > torch.cuda.device_count():
+        raise UserError(
+            f"--devices {devices} with --accelerator gpu: this machine shows {torch.cuda.device_count()} CUDA device(s); "
+            "use at most that many (or --accelerator cpu for processes on the CPU)"
+        )
+
+
 def resolve_accelerators(text: str) -> list[str]:
     """'cpu', 'gpu', 'auto' or a comma list; a GPU asked for but absent is a user error."""
     chosen: list[str] = []

@@ -10,7 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness import env
-from harness.commands.options import add_training_arguments, add_workflow_arguments, new_run_dir, resolve_accelerators, run_options
+from harness.commands.options import (
+    add_training_arguments, add_workflow_arguments, check_devices, new_run_dir, resolve_accelerators, run_options,
+)
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
 from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
@@ -55,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     options = run_options(args)
+    check_devices(accelerators, options.devices)
     run_dir = new_run_dir(args.out)
     specs = plan_runs(
         trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
