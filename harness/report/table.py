@@ -172,14 +172,18 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _note(reason: object, details: object) -> str:
-    """A skipped or failed row's reason, else the warnings its tricks recorded."""
+    """A skipped or failed row's reason, else the warnings its tricks recorded (and a resume, which
+    makes the row's time and samples start at the checkpoint)."""
     if isinstance(reason, str) and reason:
         return reason
     try:
-        warnings = json.loads(details).get("warnings", []) if isinstance(details, str) else []
+        parsed = json.loads(details) if isinstance(details, str) else {}
     except json.JSONDecodeError:
-        warnings = []
-    return "; ".join(f"warning: {w}" for w in warnings)
+        parsed = {}
+    notes = [f"warning: {w}" for w in parsed.get("warnings", [])]
+    if parsed.get("resumed_from"):
+        notes.insert(0, f"resumed from {parsed['resumed_from']}: times, samples and curve count from there")
+    return "; ".join(notes)
 
 
 # display column -> (summary column, which end is best); the cells best/worst marks apply to
