@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.errors import UserError, unknown_name_error
 from harness.registry import LIST_HINT
-from harness.spec import BASELINE, COMBINE, RunSpec
+from harness.spec import BASELINE, COMBINE, RunSpec, path_safe
 from harness.trick import TRICKS, check_combination
 from harness.workload import WORKLOADS
 
@@ -144,7 +144,7 @@ def plan_runs(
                     label = COMBINE.join(tricks) or BASELINE
                     specs.append(
                         RunSpec(
-                            run_id=f"{workload}-{accelerator}-{label}-r{repeat}",
+                            run_id=f"{path_safe(workload)}-{accelerator}-{label}-r{repeat}",
                             label=label,
                             tricks=tricks,
                             trick_params={name: trick_params[name] for name in tricks if name in trick_params},

@@ -17,6 +17,12 @@ BASELINE = "baseline"
 COMBINE = "+"
 
 
+def path_safe(name: str) -> str:
+    """A workload name as file and folder names use it: ``mypkg.models:MyModule`` -> ``mypkg.models.MyModule``
+    (':' is not allowed in Windows file names and means a host to scp and rsync)."""
+    return name.replace(":", ".")
+
+
 @dataclass
 class RunSpec:
     """Everything a child process needs to run one baseline or trick run, and nothing else."""

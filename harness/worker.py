@@ -30,7 +30,7 @@ from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
-from harness.spec import Result, RunSpec
+from harness.spec import Result, RunSpec, path_safe
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
 
@@ -57,7 +57,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
         max_epochs=spec.max_epochs,
         max_steps=spec.max_steps,
         precision="32-true",
-        logger=TensorBoardLogger(save_dir=str(run_dir / "tb"), name=f"{spec.workload}/{spec.accelerator}", version=version),
+        logger=TensorBoardLogger(save_dir=str(run_dir / "tb"), name=f"{path_safe(spec.workload)}/{spec.accelerator}", version=version),
         log_every_n_steps=spec.block_steps,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -205,12 +205,15 @@ def test_cli_end_to_end_from_the_users_folder(byo: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "harness", "run", "--workload", "byo_models:Net", "--datamodule", "byo_models:Data",
-        "--init-args", '{"hidden": 16}', "--tricks", "batch-size-finder,early-stopping",
+        "--init-args", '{"hidden": 16}', "--tricks", "batch-size-finder,early-stopping", "--batch-size", "128",
         "--accelerator", "cpu", "--max-epochs", "1", "--block-steps", "2", "--quiet", "--out", str(byo / "reports"),
     ]
     completed = subprocess.run(command, cwd=byo, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "warning: --batch-size does not apply to byo_models:Net" in completed.stderr
     (run_dir,) = (byo / "reports").iterdir()
+    assert sorted(p.name for p in (run_dir / "specs").glob("*-r0.json"))[0] == "byo_models.Net-cpu-baseline-r0.json"  # no ':'
+    assert (run_dir / "tb" / "byo_models.Net" / "cpu" / "baseline").is_dir()
     rows = {row.trick: row for row in read_results(run_dir / "results.jsonl")}
     assert rows["baseline"].status == "ok"
     assert rows["baseline"].samples_per_s > 0 and rows["baseline"].details["init_args"] == {"hidden": 16}

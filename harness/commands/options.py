@@ -178,7 +178,18 @@ def imported_workload_options(args: argparse.Namespace) -> dict[str, Any]:
         )
     for workload in imported:
         check_imported(workload, datamodule)
+    ignored = [flag for flag, value, default in DATA_FLAGS if getattr(args, value, default) != default]
+    if imported and ignored:
+        print(
+            f"harness: warning: {', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to {', '.join(imported)}: "
+            f"its datamodule ({datamodule}) decides its data and batch size",
+            file=sys.stderr,
+        )
     return dict(datamodule=datamodule, init_args=init_args, datamodule_args=datamodule_args, monitor=monitor)
+
+
+# data flags of the built-in workloads that an imported datamodule does not read: (flag, attribute, default)
+DATA_FLAGS = (("--batch-size", "batch_size", 64), ("--dataset", "dataset", "auto"), ("--loader", "loader", "device"))
 
 
 def new_run_dir(out: Path, prefix: str = "run") -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from harness.spec import Result
+from harness.spec import Result, path_safe
 
 CURVE_TAGS = ("train_loss", "val_loss")
 _EVENT_FILE = re.compile(r"events\.out\.tfevents\.(\d+)\..*?(?:\.(\d+))?$")
@@ -29,7 +29,7 @@ def tb_version_dir(run_dir: Path, result: Result) -> Path:
     if isinstance(recorded, str) and recorded:
         return run_dir / recorded
     version = result.trick if result.repeat == 0 else f"{result.trick}-r{result.repeat}"
-    return run_dir / "tb" / result.workload / result.accelerator / version
+    return run_dir / "tb" / path_safe(result.workload) / result.accelerator / version
 
 
 def _file_order(path: Path) -> tuple[int, int, str]:
