@@ -144,26 +144,12 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     fit_started = time.perf_counter()
     trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from)
     result.fit_s = time.perf_counter() - fit_started
-    result.world_size = trainer.world_size  # known for sure once the processes exist
-    peak, result.mem_kind = peak_memory(device)
-    peaks = gather_peaks(trainer, peak)
-    result.peak_mem_bytes = max(peaks)
-    if len(peaks) > 1:
-        result.details["peak_mem_per_rank"] = peaks
-
-    timer = meter.timer
-    blocks = combine_blocks(trainer, timer.blocks)
-    summary = summarise(blocks, timer.warmup_blocks)
-    for name, value in throughput_fields(summary).items():
-        setattr(result, name, value)
-    if summary is not None and summary.warning:
-        result.details["measure_warning"] = summary.warning
+    _record_measurements(result, trainer, meter, curve, device)
     if spec.profiler:
         result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
     _count_flops(result, workload, spec, meter.example_batch)
-    result.curve = [{**point, "samples": point["samples"] * trainer.world_size} for point in curve.points]
-    result.train_loss = timer.final_train_loss
-    result.steps = timer.batches
+    result.train_loss = meter.timer.final_train_loss
+    result.steps = meter.timer.batches  # per rank
     result.optimizer_steps = trainer.global_step
     result.epochs = trainer.current_epoch
     result.batch_size = getattr(setup.datamodule, "batch_size", None)
@@ -188,6 +174,25 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _record_measurements(
+    result: Result, trainer: pl.Trainer, meter: ThroughputMeter, curve: ValCurve, device: torch.device
+) -> None:
+    """Throughput, peak memory and the validation curve into the row, the ranks of a distributed
+    run combined (collectives: every rank calls this): samples summed, memory per rank."""
+    result.world_size = trainer.world_size  # known for sure once the processes exist
+    peak, result.mem_kind = peak_memory(device)
+    peaks = gather_peaks(trainer, peak)
+    result.peak_mem_bytes = max(peaks)
+    if len(peaks) > 1:
+        result.details["peak_mem_per_rank"] = peaks
+    summary = summarise(combine_blocks(trainer, meter.timer.blocks), meter.timer.warmup_blocks)
+    for name, value in throughput_fields(summary).items():
+        setattr(result, name, value)
+    if summary is not None and summary.warning:
+        result.details["measure_warning"] = summary.warning
+    result.curve = [{**point, "samples": point["samples"] * trainer.world_size} for point in curve.points]
 
 
 def _test_weights(
