@@ -148,7 +148,6 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     if spec.profiler:
         result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
     _count_flops(result, workload, spec, meter.example_batch)
-    result.train_loss = meter.timer.final_train_loss
     result.steps = meter.timer.batches  # per rank
     result.optimizer_steps = trainer.global_step
     result.epochs = trainer.current_epoch
@@ -193,6 +192,9 @@ def _record_measurements(
     if summary is not None and summary.warning:
         result.details["measure_warning"] = summary.warning
     result.curve = [{**point, "samples": point["samples"] * trainer.world_size} for point in curve.points]
+    result.train_loss = meter.timer.final_train_loss  # the last epoch's mean; over every rank's shard when distributed
+    if trainer.world_size > 1 and result.train_loss is not None:
+        result.train_loss = float(trainer.strategy.reduce(torch.tensor(result.train_loss, device=device), reduce_op="mean"))
 
 
 def _test_weights(

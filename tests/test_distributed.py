@@ -89,7 +89,7 @@ def test_ddp_on_two_cpu_processes_end_to_end(tmp_path: Path) -> None:
         peaks = row["details"]["peak_mem_per_rank"]
         assert len(peaks) == 2 and row["peak_mem_bytes"] == max(peaks) and min(peaks) > 0
         assert set(row["checkpoints"]) == {"best", "last"} and (run_dir / row["checkpoints"]["best"]).is_file()
-        assert row["test_loss"] is not None and row["val_loss"] is not None
+        assert row["test_loss"] is not None and row["val_loss"] is not None and row["train_loss"] > 0
     assert rows["grad-clipping"]["details"]["gradient_clip_val"] == 1.0
     report = (run_dir / "report.md").read_text()
     assert "2 x cpu" in report and "samples/s summed over the processes" in report
