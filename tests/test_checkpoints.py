@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from harness import worker
 from harness.data import DigitsDataModule
+from harness.measure import ThroughputMeter
 from harness.spec import RunSpec
 from harness.testing import SpoilLastEpoch
 from harness.worker import execute
@@ -71,3 +75,29 @@ def test_swa_tests_its_averaged_weights_saved_as_final_ckpt(make_spec: Callable[
     assert any(not torch.equal(averaged[key], unaveraged[key]) for key in averaged)
     assert result.details["test_weights"].startswith("final.ckpt: SWA")
     assert result.test_loss == pytest.approx(test_loss_on_weights(final, spec, "test"), rel=1e-5)
+
+
+def test_checkpoints_are_written_while_the_clock_is_paused(
+    make_spec: Callable[..., RunSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saving costs wall time, never samples/s: every ModelCheckpoint write happens outside the timed window."""
+    meters: list[ThroughputMeter] = []
+
+    class RecordedMeter(ThroughputMeter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            meters.append(self)
+
+    clock_running: list[bool] = []
+    save = ModelCheckpoint._save_checkpoint
+
+    def recorded_save(self: ModelCheckpoint, trainer: Any, filepath: str) -> None:
+        clock_running.append(meters[0].timer._running)
+        save(self, trainer, filepath)
+
+    monkeypatch.setattr(worker, "ThroughputMeter", RecordedMeter)
+    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", recorded_save)
+    result = execute(make_spec(max_epochs=3))
+    assert result.status == "ok", result.reason
+    assert len(clock_running) >= 3 + 1  # last.ckpt every epoch, best.ckpt at least once
+    assert not any(clock_running)
