@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from harness import env
 from harness.checkpoints import LAST, checkpoint_dir, relative
+from harness.commands.options import positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import progress_line
 from harness.report import write_report
@@ -36,7 +37,7 @@ HELP = "Run what an interrupted 'run' left undone (from last.ckpt where one exis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder written by 'python -m harness run'")
     parser.add_argument("--retry-failed", action="store_true", help="also run again the runs whose rows say failed")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds before one run is killed and marked failed")
+    parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_target_argument(parser)
 
