@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
 from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
+from harness.contention import ContentionMonitor, contention_warning, foreign_share
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError
@@ -121,7 +122,8 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
 
     meter = ThroughputMeter(spec.block_steps, spec.warmup_blocks)
     curve = ValCurve(meter.timer, fallback=spec.monitor if spec.monitor != "val_loss" else None)
-    callbacks = [*setup.callbacks, meter, curve, *extra_callbacks]
+    contention = ContentionMonitor()
+    callbacks = [*setup.callbacks, meter, curve, contention, *extra_callbacks]
     checkpoints = checkpointing(spec, has_validation=not _missing_stage(setup, "validate")) if spec.checkpoints else None
     if checkpoints is not None:
         callbacks += checkpoints.callbacks
@@ -144,6 +146,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     fit_started = time.perf_counter()
     trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from)
     result.fit_s = time.perf_counter() - fit_started
+    _record_contention(result, trainer, contention, device)
     _record_measurements(result, trainer, meter, curve, device)
     if spec.profiler:
         result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
@@ -173,6 +176,23 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _record_contention(result: Result, trainer: pl.Trainer, monitor: ContentionMonitor, device: torch.device) -> None:
+    """The share of the machine's CPU time that other processes took during training, with a warning
+    when it is large (every rank's own CPU time counts as the run's: a collective under DDP)."""
+    own = monitor.own_seconds
+    if trainer.world_size > 1:
+        own = float(trainer.strategy.reduce(torch.tensor(own, dtype=torch.float64, device=device), reduce_op="sum"))
+    if monitor.before is None or monitor.after is None:
+        return
+    share = foreign_share(monitor.before, monitor.after, own)
+    if share is None:
+        return
+    result.details["foreign_cpu_share"] = round(share, 3)
+    warning = contention_warning(share, monitor.after.total - monitor.before.total)
+    if warning:
+        add_warning(result.details, warning)
 
 
 def _record_measurements(

@@ -1,0 +1,50 @@
+"""The contention check: a run that shared the CPUs with other processes says so in its row."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.contention import CpuTimes, contention_warning, foreign_share, read_cpu_times
+from harness.spec import RunSpec
+from harness.worker import execute
+
+
+def test_foreign_share_is_the_busy_time_the_run_did_not_use_itself() -> None:
+    before = CpuTimes(busy=100.0, total=400.0, own=5.0)
+    after = CpuTimes(busy=130.0, total=440.0, own=15.0)  # 40 s of capacity, 30 busy, 10 of them ours
+    assert foreign_share(before, after, own_seconds=10.0) == pytest.approx(0.5)
+    assert foreign_share(before, after, own_seconds=31.0) == 0.0  # tick rounding never goes negative
+    assert foreign_share(before, before, own_seconds=0.0) is None
+    assert contention_warning(0.5, 40.0).startswith("other processes used 50% of the machine's CPU time")
+    assert contention_warning(0.05, 40.0) == "" and contention_warning(None, 40.0) == ""
+    assert contention_warning(0.5, 0.3) == ""  # a window of a few ticks is too coarse to judge
+
+
+def test_proc_stat_is_read(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 ...\n")
+    times = read_cpu_times(stat)
+    assert times is not None and times.total > times.busy > 0
+    assert read_cpu_times(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+def test_a_run_that_shares_the_cpus_is_flagged(make_spec: Callable[..., RunSpec]) -> None:
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        result = execute(make_spec(max_epochs=3))
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert result.status == "ok", result.reason
+    assert result.details["foreign_cpu_share"] > 0.15
+    assert any(w.startswith("other processes used") for w in result.details["warnings"])
