@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.spec import RunSpec
 
 DATASETS = ("auto", "mnist", "digits", "synthetic")
@@ -117,8 +117,7 @@ def resolve_dataset(requested: str, data_dir: str | Path) -> DatasetChoice:
     try:
         download_mnist(data_dir)
     except Exception as error:  # any network or mirror failure
-        first_line = (str(error).strip().splitlines() or [""])[0].rstrip(":")
-        why = f"MNIST is not in {data_dir} and the download failed ({type(error).__name__}: {first_line})"
+        why = f"MNIST is not in {data_dir} and the download failed ({type(error).__name__}: {first_line(error).rstrip(':')})"
         if requested == "mnist":
             raise UserError(f"{why}; put the MNIST files in --data-dir or use --dataset digits") from None
         return DatasetChoice("digits", f"{why}; using scikit-learn's digits instead")

@@ -27,6 +27,11 @@ class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite; the row is marked failed."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message: what a row's reason or a one-line report shows."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 def unknown_name_error(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UserError:
     """Build the standard 'unknown X' error: the bad value, the closest matches, where to look."""
     choices = sorted(choices)

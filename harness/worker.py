@@ -26,7 +26,7 @@ from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_d
 from harness.contention import ContentionMonitor, contention_warning, foreign_share
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
-from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError
+from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, first_line
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.measure import ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
@@ -94,8 +94,7 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
         result.status, result.reason = "failed", str(error)
     except Exception as error:  # a crash in one run must not stop the others
         traceback.print_exc()
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        result.status, result.reason = "failed", f"{type(error).__name__}: {first_line}"
+        result.status, result.reason = "failed", f"{type(error).__name__}: {first_line(error)}"
     result.wall_s = time.perf_counter() - started
     return result
 

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from harness.commands.predict_cmd import add_row_arguments, describe_checkpoint, describe_row
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.restore import Restored, datamodule_for, input_batch, restore
 
 NAME = "export"
@@ -155,7 +155,7 @@ def export_onnx(restored: Restored, path: Path, sample: Inputs) -> tuple[bool, l
         module.to_onnx(path, sample, dynamic_shapes=tuple({0: batch} for _ in sample), **common)
         return True, []
     except Exception as error:
-        why = (str(error).strip().splitlines() or [""])[0]
+        why = first_line(error)
         module.to_onnx(path, sample, **common)
         return False, [f"the batch axis could not be exported dynamic ({type(error).__name__}: {why}); "
                        f"the file takes batches of exactly {len(sample[0])}"]
@@ -186,7 +186,7 @@ def export_torchscript(restored: Restored, path: Path, sample: Inputs, method: s
             except Exception as error:
                 if method == "script":
                     raise
-                why = (str(error).strip().splitlines() or [""])[0]
+                why = first_line(error)
                 notes.append(f"{type(module).__name__} cannot be scripted ({type(error).__name__}: {why}): traced on the sample instead")
         module.to_torchscript(path, method="trace", example_inputs=example)
     return "trace", notes
@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
     except UserError:
         raise
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0]
+        first = first_line(error)
         print(f"harness: {fmt} export of {restored.result.run_id} failed: {type(error).__name__}: {first}", file=sys.stderr)
         return 1
     for note in notes + export_notes:
@@ -246,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
     except UserError:
         raise
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0]
+        first = first_line(error)
         print(f"harness: the exported file fails on a batch of {len(check[0])}: {type(error).__name__}: {first}", file=sys.stderr)
         return 1
     diff = max_abs_diff(got, want)
