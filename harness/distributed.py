@@ -15,14 +15,13 @@ is per process, reported as the largest rank with every rank's figure in ``detai
 
 from __future__ import annotations
 
-import difflib
 import math
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
-from harness.errors import UserError
+from harness.errors import UserError, unknown_name_error
 from harness.measure import Block
 
 IN_CHILD_PROCESS = ("spawn", "fork", "notebook")
@@ -36,9 +35,7 @@ def resolve_strategy(strategy: str, devices: int, num_nodes: int) -> str:
     strategy = strategy.strip()
     known = ["auto", *StrategyRegistry.available_strategies()]
     if strategy not in known:
-        close = difflib.get_close_matches(strategy, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UserError(f"unknown --strategy {strategy!r}{hint} (Lightning's strategies: {', '.join(sorted(known))})")
+        raise unknown_name_error("--strategy", strategy, known, "Lightning's StrategyRegistry")
     if any(word in strategy for word in IN_CHILD_PROCESS):
         raise UserError(
             f"--strategy {strategy!r} runs fit in spawned or forked processes, where the harness cannot read its "

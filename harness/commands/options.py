@@ -132,6 +132,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     if args.num_workers < 0:
         raise UserError(f"--num-workers must be >= 0, got {args.num_workers}")
     imported = imported_workload_options(args)
+    workflow = workflow_options(args)  # checked before the dataset, whose resolution may try a download
     if imported.get("datamodule") and all(is_import_path(w) for w in args.workload.split(",") if w.strip()):
         choice = DatasetChoice(imported["datamodule"], "the imported datamodule brings its own data")
     else:
@@ -152,7 +153,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         synthetic_size=args.synthetic_size,
         num_workers=args.num_workers,
         **imported,
-        **workflow_options(args),
+        **workflow,
     )
 
 
