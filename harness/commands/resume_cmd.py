@@ -18,16 +18,12 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from harness import env
 from harness.checkpoints import LAST, checkpoint_dir, relative
 from harness.commands.options import positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
-from harness.commands.run_cmd import progress_line
-from harness.report import write_report
+from harness.commands.run_cmd import report_and_exit_code, run_with_progress
 from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan
-from harness.runner import run_all
 from harness.spec import Result, RunSpec
 
 NAME = "resume"
@@ -84,18 +80,9 @@ def main(args: argparse.Namespace) -> int:
         )
         environment = env.collect()
         (run_dir / "env-resume.json").write_text(json.dumps(environment, indent=2) + "\n")
-        run_all(
-            pending, run_dir, timeout_s=args.timeout, show_progress=not args.quiet,
-            on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
-        )
+        run_with_progress(pending, run_dir, args.timeout, args.quiet)
     else:
         print(f"harness: nothing to resume: all {len(specs)} planned runs of {run_dir} have rows", file=sys.stderr)
     order = {spec.run_id: index for index, spec in enumerate(specs)}
     final = sorted(load_results(run_dir), key=lambda r: order.get(r.run_id, len(order)))
-    print(write_report(run_dir, final, target_val_loss=target))
-    print(f"\nReport: {run_dir / 'report.html'} (and report.md)")
-    failed = [r for r in final if r.status == "failed"]
-    if failed:
-        print(f"harness: {len(failed)} of {len(final)} runs failed: {', '.join(r.run_id for r in failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return report_and_exit_code(run_dir, final, target)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -19,7 +20,7 @@ from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
 from harness.rundir import write_plan
 from harness.runner import run_all
-from harness.spec import Result
+from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS
 
 NAME = "run"
@@ -67,13 +68,25 @@ def main(args: argparse.Namespace) -> int:
     write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
     print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
 
-    results = run_all(
-        specs, run_dir, timeout_s=args.timeout, show_progress=not args.quiet,
+    results = run_with_progress(specs, run_dir, args.timeout, args.quiet)
+    return report_and_exit_code(run_dir, results, target_val_loss, environment)
+
+
+def run_with_progress(specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool) -> list[Result]:
+    """Run the specs in order, each finished run printed as one line above the progress bar."""
+    return run_all(
+        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet,
         on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
     )
+
+
+def report_and_exit_code(
+    run_dir: Path, results: list[Result], target_val_loss: float | None, environment: dict[str, Any] | None = None
+) -> int:
+    """Write the report, print its tables and where it is; exit code 1 when a run failed, else 0."""
     print(write_report(run_dir, results, environment, target_val_loss=target_val_loss))
-    failed = [r for r in results if r.status == "failed"]
     print(f"\nReport: {run_dir / 'report.html'} (and report.md)")
+    failed = [r for r in results if r.status == "failed"]
     if failed:
         print(f"harness: {len(failed)} of {len(results)} runs failed: {', '.join(r.run_id for r in failed)}", file=sys.stderr)
         return 1
