@@ -91,10 +91,9 @@ def concatenate(outputs: list[Any]) -> Any:
     return outputs
 
 
-def predict(restored: Restored) -> tuple[Any, str]:
+def predict(restored: Restored, datamodule: pl.LightningDataModule) -> tuple[Any, str]:
     """``Trainer.predict`` over the run's predict set (its test set when the datamodule has none):
     the outputs, concatenated when they can be, and which loader served them."""
-    datamodule = datamodule_for(restored)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=restored.accelerator, devices=1, logger=False, enable_progress_bar=False,
@@ -111,13 +110,13 @@ def predict(restored: Restored) -> tuple[Any, str]:
     return concatenate(list(outputs or [])), source
 
 
-def show_standalone(restored: Restored) -> None:
+def show_standalone(restored: Restored, datamodule: pl.LightningDataModule) -> None:
     """The workload's plain PyTorch part on its own, on real test inputs, against the module's forward."""
     part = restored.workload.standalone_submodule(restored.module)
     if part is None:
         return
     device = next(restored.module.parameters()).device
-    x = input_batch(datamodule_for(restored), STANDALONE_SAMPLES).to(device)
+    x = input_batch(datamodule, STANDALONE_SAMPLES).to(device)
     submodule = part.module
     submodule.eval()
     with torch.no_grad():
@@ -139,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
     print(describe_checkpoint(restored))
     for note in restored.notes:
         print(f"note: {note}")
-    outputs, source = predict(restored)
+    datamodule = datamodule_for(restored)  # loaded once, for the predictions and the standalone demo
+    outputs, source = predict(restored, datamodule)
     out = args.out or Path(restored.spec.run_dir) / "predictions" / f"{restored.spec.run_id}-{restored.checkpoint}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(outputs, out)
@@ -149,5 +149,5 @@ def main(args: argparse.Namespace) -> int:
         what = f"{len(outputs)} batches of {type(outputs[0]).__name__ if outputs else 'nothing'} (kept as a list)"
     print(f"predicted with {restored.checkpoint}.ckpt on {restored.accelerator}, data from the run's {source}: {what}")
     print(f"wrote {out}")
-    show_standalone(restored)
+    show_standalone(restored, datamodule)
     return 0
