@@ -18,6 +18,8 @@ from harness.profiling import PROFILERS
 from harness.plan import RunOptions
 
 ACCELERATORS = ("cpu", "gpu", "auto")
+# defaults of the data flags of `run`; an imported datamodule reads none of them (see DATA_FLAGS)
+DEFAULT_BATCH_SIZE, DEFAULT_DATASET, DEFAULT_LOADER = 64, "auto", "device"
 
 
 def positive_int(text: str) -> int:
@@ -41,14 +43,14 @@ def positive_float(text: str) -> float:
 
 
 def add_training_arguments(
-    parser: argparse.ArgumentParser, batch_size: int = 64, dataset: str = "auto", max_epochs: int = 3,
+    parser: argparse.ArgumentParser, batch_size: int = DEFAULT_BATCH_SIZE, dataset: str = DEFAULT_DATASET, max_epochs: int = 3,
     warmup_blocks: int = 1, synthetic_size: int = 8192,
 ) -> None:
     parser.add_argument("--workload", default="autoencoder", help="workload name(s), comma-separated, or 'all' (default: autoencoder)")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (GPU when one is visible), comma-separated for several (default: auto)")
     parser.add_argument("--dataset", default=dataset, choices=DATASETS, help=f"default: {dataset}; auto = MNIST if on disk or downloadable, else digits")
     parser.add_argument("--data-dir", default="./data", help="where MNIST is read from or downloaded to (default: ./data)")
-    parser.add_argument("--loader", default="device", choices=LOADERS, help="device: batches sliced from tensors on the accelerator (default); dataloader: a torch DataLoader")
+    parser.add_argument("--loader", default=DEFAULT_LOADER, choices=LOADERS, help="device: batches sliced from tensors on the accelerator (default); dataloader: a torch DataLoader")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers with --loader dataloader (default: 0)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"default: {batch_size}")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
@@ -190,7 +192,9 @@ def imported_workload_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # data flags of the built-in workloads that an imported datamodule does not read: (flag, attribute, default)
-DATA_FLAGS = (("--batch-size", "batch_size", 64), ("--dataset", "dataset", "auto"), ("--loader", "loader", "device"))
+DATA_FLAGS = (
+    ("--batch-size", "batch_size", DEFAULT_BATCH_SIZE), ("--dataset", "dataset", DEFAULT_DATASET), ("--loader", "loader", DEFAULT_LOADER),
+)
 
 
 def new_run_dir(out: Path, prefix: str = "run") -> Path:
