@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import lightning.pytorch as pl
 
@@ -25,6 +25,9 @@ from harness.errors import UserError
 from harness.params import from_params, parameters
 from harness.registry import Registry
 from harness.spec import COMBINE, RunSpec
+
+if TYPE_CHECKING:
+    from harness.parity import PlainLoop
 
 
 @dataclass
@@ -87,6 +90,16 @@ class Trick:
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         """Optional tuning phase after the Trainer is built and before fit; its time is reported."""
+
+    def plain_equivalent(self, loop: PlainLoop) -> None:
+        """Make the hand-written parity loop (harness.parity) do what this trick does, in plain PyTorch.
+
+        Override it where the trick has such a form (autocast, a GradScaler, ``clip_grad_norm_``...):
+        ``python -m harness parity --tricks NAME`` then compares the speed-up the harness measures with
+        the speed-up of the same change in the plain loop. Record the change in ``loop.changes``; raise
+        TrickSkipped where the trick cannot run on ``loop.accelerator``. Tricks that do not override it
+        (the finders, SWA, early stopping) are listed by ``parity`` as having no plain equivalent.
+        """
 
     def conflicts(self, others: Sequence[Trick]) -> list[Conflict]:
         """Refusals and warnings about running this trick together with ``others`` (empty: it runs alone).

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightning.pytorch as pl
 
-from harness.errors import UserError
+from harness.errors import TrickSkipped, UserError
 from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
+
+if TYPE_CHECKING:
+    from harness.parity import PlainLoop
 
 MODES = ("same-micro-batch", "same-effective-batch")
 
@@ -75,6 +78,17 @@ class GradAccumulation(Trick):
         setup.trainer_kwargs.update(accumulate_grad_batches=self.k)
         setup.details.update(accumulate_grad_batches=self.k, accumulation_mode=self.mode)
         self._record_batch(setup)
+
+    def plain_equivalent(self, loop: PlainLoop) -> None:
+        """Each loss divided by k, an optimizer step every k batches (and at the end of an epoch, as
+        Lightning does); the micro-batch divided by k in mode same-effective-batch."""
+        if self.mode == "same-effective-batch":
+            micro = loop.batch_size // self.k
+            if micro < 1:
+                raise TrickSkipped(f"grad-accumulation: k={self.k} is larger than the batch size {loop.batch_size}")
+            loop.batch_size = micro
+        loop.accumulate = self.k
+        loop.changes.append(f"loss / {self.k}, optimizer step every {self.k} batches of {loop.batch_size}")
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         """Not tuning: record the batch again once a batch size finder (tuned earlier) may have changed it."""

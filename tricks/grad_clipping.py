@@ -8,9 +8,12 @@ bad batch from throwing the weights far; it costs one extra pass over the gradie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from harness.trick import Setup, Trick, register_trick
+
+if TYPE_CHECKING:
+    from harness.parity import PlainLoop
 
 
 @register_trick
@@ -31,3 +34,9 @@ class GradClipping(Trick):
     def apply(self, setup: Setup) -> None:
         setup.trainer_kwargs.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
         setup.details.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
+
+    def plain_equivalent(self, loop: PlainLoop) -> None:
+        """``clip_grad_norm_`` (or ``clip_grad_value_``) before each optimizer step, after unscaling under fp16."""
+        loop.clip = (self.algorithm, self.value)
+        function = "clip_grad_norm_" if self.algorithm == "norm" else "clip_grad_value_"
+        loop.changes.append(f"torch.nn.utils.{function}(parameters, {self.value:g}) before each step")

@@ -13,13 +13,16 @@ substitution can relabel a row either.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import lightning.pytorch as pl
 import torch
 
 from harness.errors import TrickSkipped
 from harness.trick import Setup, Trick, register_trick
+
+if TYPE_CHECKING:
+    from harness.parity import PlainLoop
 
 SOURCE = "https://lightning.ai/docs/pytorch/stable/common/precision_basic.html"
 
@@ -42,6 +45,10 @@ class _Precision(Trick):
 
     precision: ClassVar[str] = ""
     trainer_args = frozenset({"precision"})
+    # the plain PyTorch form (harness.parity): autocast dtype, GradScaler, dtype of the weights
+    plain_autocast: ClassVar[torch.dtype | None] = None
+    plain_scaler: ClassVar[bool] = False
+    plain_params: ClassVar[torch.dtype | None] = None
 
     def apply(self, setup: Setup) -> None:
         reason = unsupported_reason(self.precision, setup.accelerator)
@@ -54,8 +61,25 @@ class _Precision(Trick):
         """Not tuning: the first moment the Trainer exists, check the precision it really chose."""
         ran = str(trainer.precision)
         setup.details.update(precision=ran)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None:  # 16-mixed: Lightning's loss scaling, the part that keeps fp16 gradients from underflowing
+            setup.details.update(grad_scaler=type(scaler).__name__)
         if ran != self.precision:
             raise TrickSkipped(f"asked for precision {self.precision} but Lightning chose {ran} on {setup.accelerator}")
+
+    def plain_equivalent(self, loop: PlainLoop) -> None:
+        """What Lightning's precision plugin does, by hand: ``torch.autocast`` (plus ``GradScaler``
+        for float16), or the module and its floating inputs cast to bfloat16."""
+        reason = unsupported_reason(self.precision, loop.accelerator)
+        if reason:
+            raise TrickSkipped(reason)
+        if loop.precision != "32-true":
+            raise TrickSkipped(f"{self.name}: the plain loop already runs {loop.precision}")
+        loop.autocast_dtype, loop.grad_scaler, loop.param_dtype = self.plain_autocast, self.plain_scaler, self.plain_params
+        if self.plain_params is not None:
+            loop.changes.append(f"module.to({self.plain_params}), floating inputs cast to it")
+        else:
+            loop.changes.append(f"torch.autocast(dtype={self.plain_autocast})" + (" + torch.amp.GradScaler" if self.plain_scaler else ""))
 
 
 @register_trick
@@ -65,6 +89,7 @@ class Fp16Mixed(_Precision):
     summary = "float16 autocast with a gradient scaler: Trainer(precision='16-mixed'); CUDA only (skipped on CPU)."
     source = SOURCE
     precision = "16-mixed"
+    plain_autocast, plain_scaler = torch.float16, True
 
 
 @register_trick
@@ -74,6 +99,7 @@ class Bf16Mixed(_Precision):
     summary = "bfloat16 autocast, float32 weights: Trainer(precision='bf16-mixed')."
     source = SOURCE
     precision = "bf16-mixed"
+    plain_autocast = torch.bfloat16
 
 
 @register_trick
@@ -83,3 +109,4 @@ class Bf16True(_Precision):
     summary = "bfloat16 weights and activations, no float32 master copy: Trainer(precision='bf16-true')."
     source = SOURCE
     precision = "bf16-true"
+    plain_params = torch.bfloat16
