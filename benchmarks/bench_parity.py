@@ -1,44 +1,66 @@
-"""Parity: the harness's baseline against a plain PyTorch loop, same model, data, batch and device.
+"""Parity: the harness against a plain PyTorch loop, same model, data, batch and device.
 
-Both loops run in fresh processes, alternating order over three pairs, timed by the same
-BlockTimer; the ratio of medians is the share of plain-PyTorch throughput the harness keeps.
+One measurement, three assertions. Every process is fresh; each of 3 repeats runs the harness and
+the plain loop for the baseline, bf16-mixed and grad-clipping (6 processes, order rotated from
+repeat to repeat), timed by the same BlockTimer:
 
-The issue's target on CPU at batch size 256 is 0.8 (bare Lightning reaches about 0.85 there). On
-this project's 2-core machines the ratio measures 0.80-0.82 with these settings (Lightning's own
-per-step Python, ~0.45 ms of a ~2 ms step, is the gap). The benchmark records whether the target was
-met, and fails below a regression floor of 0.75: per-step ``self.log`` or a per-step host read in
-the harness drops the ratio to ~0.7 or below, while run-to-run noise on a shared machine reaches a
-few hundredths.
+- the baseline: the share of plain PyTorch's throughput that the harness keeps, against a floor;
+- bf16-mixed and grad-clipping: the harness's speed-up over the plain loop's speed-up (the
+  fidelity) must have 1.0 inside its 95% interval, which comes from how the repeats disagree.
+
+Speed on this project's 2-core machines means nothing while something else runs: a concurrent test
+suite slowed the seed model 100-fold. So the assertions hold only when every process's contention
+reading (the share of the CPUs other processes took while it trained) was under 15%; otherwise the
+benchmark records its figures and is skipped with that reason, never silently passed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.commands.parity_cmd import measure_parity
+import pytest
+
+from harness.commands.parity_cmd import measure_parity, render_table
 from harness.plan import RunOptions
 
-TARGET = 0.8
-REGRESSION_FLOOR = 0.75
+TARGET = 0.85  # what bare Lightning keeps on this machine kind (device batches, no per-step self.log)
+REGRESSION_FLOOR = 0.75  # below: a per-step cost crept into the measured loop (per-step self.log gives ~0.7)
+TRICKS = [["bf16-mixed"], ["grad-clipping"]]
 
 
 def test_parity_cpu_batch_256(benchmark, tmp_path: Path) -> None:
     options = RunOptions(
         dataset="synthetic", dataset_reason="parity benchmark", data_dir=str(tmp_path), loader="device",
-        batch_size=256, lr=1e-3, max_epochs=10, max_steps=-1, seed=42, block_steps=10, warmup_blocks=3,
-        synthetic_size=16384, num_workers=0,
+        batch_size=256, lr=1e-3, max_epochs=6, max_steps=-1, seed=42, block_steps=10, warmup_blocks=3,
+        synthetic_size=16384, num_workers=0, checkpoints=False,
     )
-    parity = benchmark.pedantic(measure_parity, args=(options, "autoencoder", "cpu", 3, tmp_path), rounds=1, iterations=1)
+    parity = benchmark.pedantic(
+        measure_parity, args=(options, "autoencoder", "cpu", 3, tmp_path), kwargs={"trick_runs": TRICKS}, rounds=1, iterations=1
+    )
+    fidelity = {row.label: row.fidelity for row in parity.tricks}
     benchmark.extra_info.update(
         ratio=parity.ratio,
+        ratio_interval=[parity.baseline.low, parity.baseline.high] if parity.baseline else None,
         target=TARGET,
         meets_target=parity.ratio >= TARGET,
         harness_samples_per_s=parity.harness_samples_per_s,
         plain_samples_per_s=parity.plain_samples_per_s,
+        fidelity={label: [f.value, f.low, f.high] if f else None for label, f in fidelity.items()},
+        max_foreign_cpu_share=max(parity.foreign_cpu_shares, default=None),
     )
-    verdict = "meets" if parity.ratio >= TARGET else "misses"
-    print(f"\nparity (harness / plain PyTorch), CPU, batch 256: {parity.ratio:.3f} ({verdict} the {TARGET} target)")
+    print("\n" + render_table(parity))
+    if not parity.quiet:
+        pytest.skip(
+            f"the machine was busy (other processes took up to {max(parity.foreign_cpu_shares, default=float('nan')):.0%} "
+            f"of the CPUs during a run): parity {parity.ratio:.3f}, fidelity {fidelity}; not asserted"
+        )
     assert parity.ratio >= REGRESSION_FLOOR, (
         f"harness keeps {parity.ratio:.2f} of plain PyTorch's throughput, under the {REGRESSION_FLOOR} floor: "
         f"harness {parity.harness_samples_per_s}, plain {parity.plain_samples_per_s}"
     )
+    for row in parity.tricks:
+        assert row.status == "ok", f"{row.label}: {row.status}: {row.reason}"
+        assert row.fidelity is not None and row.fidelity.contains(1.0), (
+            f"{row.label}: the harness measures a {row.harness_speedup.value:.3f}x speed-up where plain PyTorch measures "
+            f"{row.plain_speedup.value:.3f}x; fidelity {row.fidelity.describe()} excludes 1.0"
+        )
