@@ -240,8 +240,8 @@ def _test_weights(
         result.checkpoints[FINAL] = relative(path, spec.run_dir)
         result.details["test_weights"] = f"final.ckpt: {'; '.join(final_reasons)}"
         return None
-    if checkpoints.guard is not None and checkpoints.guard.note:
-        result.details["test_weights"] = f"final weights: {checkpoints.guard.note}"
+    if checkpoints.note:
+        result.details["test_weights"] = f"final weights: {checkpoints.note}"
         return None
     if best is None or "best" not in result.checkpoints:
         result.details["test_weights"] = "final weights: no validation loop to pick a best epoch by"

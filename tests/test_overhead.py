@@ -106,6 +106,27 @@ def test_the_harness_is_one_callback_per_step_without_checkpoints(make_spec, hoo
     assert result.curve and result.samples_per_s and "foreign_cpu_share" in result.details  # the group forwarded
 
 
+def test_checkpoint_callbacks_add_no_per_step_work_of_their_own(
+    make_spec, hook_calls: HookCalls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """best and last are the only other callbacks per step (the monitor guard lives in best), and their
+    state keys, which Lightning formats for every hook call, are formatted once, not per step."""
+    formatted = collections.Counter()
+    generate = pl.Callback._generate_state_key
+
+    def counted(self: pl.Callback, **kwargs: object) -> str:
+        formatted[type(self).__name__] += 1
+        return generate(self, **kwargs)
+
+    monkeypatch.setattr(pl.Callback, "_generate_state_key", counted)
+    result = execute(make_spec(checkpoints=True))
+    assert result.status == "ok", result.reason
+    assert set(result.checkpoints) == {"best", "last"}
+    for hook in PER_STEP_HOOKS:
+        assert hook_calls.calls[hook] == 3 * result.steps, (hook, hook_calls.calls)
+    assert sum(formatted.values()) < result.steps, formatted
+
+
 def test_callback_group_forwards_in_order_and_refuses_what_it_cannot_forward() -> None:
     seen: list[str] = []
 
