@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from harness import worker
+from harness.checkpoints import checkpoint_dir, checkpointing
 from harness.data import DigitsDataModule
 from harness.measure import ThroughputMeter
 from harness.spec import RunSpec
@@ -101,3 +102,16 @@ def test_checkpoints_are_written_while_the_clock_is_paused(
     assert result.status == "ok", result.reason
     assert len(clock_running) >= 3 + 1  # last.ckpt every epoch, best.ckpt at least once
     assert not any(clock_running)
+
+
+def test_checkpoint_state_keys_are_model_checkpoints_own(make_spec: Callable[..., RunSpec]) -> None:
+    """The harness's checkpoint callbacks file their state under ModelCheckpoint's key, so that a
+    last.ckpt written by a plain ModelCheckpoint (earlier versions of the harness) still resumes."""
+    spec = make_spec()
+    checkpoints = checkpointing(spec, has_validation=True)
+    folder = checkpoint_dir(spec.run_dir, spec.run_id)
+    plain_best = ModelCheckpoint(dirpath=folder, filename="best", monitor=spec.monitor, mode="min", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    plain_last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    assert checkpoints.best is not None
+    assert checkpoints.best.state_key == plain_best.state_key
+    assert checkpoints.last.state_key == plain_last.state_key

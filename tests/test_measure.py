@@ -64,6 +64,41 @@ def test_epoch_loss_is_the_mean_with_lightnings_accumulation_scale_undone() -> N
     assert timer.samples_seen == 24
 
 
+def test_block_and_epoch_losses_when_blocks_run_across_epoch_ends() -> None:
+    """Losses are summed per block at its edge; each epoch still gets the mean of its own batches."""
+    timer = BlockTimer(torch.device("cpu"), block_steps=4, warmup_blocks=0)
+    for epoch in ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]):
+        for value in epoch:
+            timer.resume()
+            timer.add_batch(8, torch.tensor(value))
+        timer.end_epoch()
+    timer.finish()
+    assert timer.epoch_losses == pytest.approx([2.0, 5.0, 8.0])
+    assert [block.loss for block in timer.blocks] == pytest.approx([2.5, 6.5])  # the 1-batch tail is too short to keep
+
+
+def test_losses_stay_on_the_device_between_block_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No per-step device work: the loss is neither read nor added to anything until the block edge."""
+    timer = BlockTimer(torch.device("cpu"), block_steps=5, warmup_blocks=0)
+    calls: list[str] = []
+    for name in ("add_", "add", "clone", "item"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (calls.append(_n), _o(self, *a, **k))[1])
+    run_batches(timer, 4, loss=0.5)
+    assert calls == []
+    run_batches(timer, 1, loss=0.5)
+    assert calls == ["item"] and timer.blocks[0].loss == pytest.approx(0.5)
+
+
+def test_bfloat16_losses_are_summed_in_float32() -> None:
+    timer = BlockTimer(torch.device("cpu"), block_steps=1000, warmup_blocks=0)
+    for _ in range(300):
+        timer.resume()
+        timer.add_batch(8, torch.tensor(1.0, dtype=torch.bfloat16))
+    timer.end_epoch()
+    assert timer.final_train_loss == 1.0  # a bfloat16 running sum stalls at 256
+
+
 def test_summary_reports_median_iqr_and_flags_noise() -> None:
     steady = [Block(10, 1000, 1.0)] * 5
     summary = summarise([Block(10, 1000, 5.0), *steady], warmup_blocks=1)
