@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 from harness import env
-from harness.contention import contention_warning, foreign_share, read_cpu_times
+from harness.contention import CpuTimes, contention_warning, foreign_share, read_cpu_times
 from harness.data import TensorDataModule
 from harness.errors import NonFiniteLoss, TrickSkipped, first_line
 from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
@@ -138,6 +137,7 @@ def _train_plain(spec: RunSpec, result: Result) -> None:
     steps = optimizer_steps = epochs = 0
     loader = datamodule.train_dataloader()
     batches_per_epoch = len(loader)
+    result.details["threads_in_fit"] = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
     cpu_before = read_cpu_times()
     fit_started = time.perf_counter()
     for _ in range(spec.max_epochs):
@@ -198,7 +198,7 @@ def _step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
     optimizer.zero_grad(set_to_none=True)
 
 
-def _record_contention(result: Result, before: Any) -> None:
+def _record_contention(result: Result, before: CpuTimes | None) -> None:
     """The share of the machine's CPU time other processes took while the loop trained, as the
     harness's rows record it (harness.contention)."""
     after = read_cpu_times()
@@ -208,6 +208,7 @@ def _record_contention(result: Result, before: Any) -> None:
     if share is None:
         return
     result.details["foreign_cpu_share"] = round(share, 3)
-    warning = contention_warning(share, after.total - before.total)
+    threads = result.details["threads_in_fit"]["intra_op"] if result.accelerator == "cpu" else None
+    warning = contention_warning(share, after.total - before.total, threads)
     if warning:
         add_warning(result.details, warning)

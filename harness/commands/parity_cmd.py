@@ -5,8 +5,8 @@ keeps. For each trick with a plain PyTorch equivalent (``--tricks``): the trick'
 peak-memory ratio measured through the harness next to the same change made in the plain loop, and
 the ratio of the two speed-ups, the *fidelity*: 1.0 means the harness shows the trick's effect as a
 hand-written loop would. Every process is fresh; within each repeat the processes run in a rotated
-order (recorded in parity.json), so that no arm always runs first. Intervals are paired,
-hierarchical bootstrap intervals over repeats and their blocks (harness.stats).
+order (recorded in parity.json), so that no arm always runs first. Each repeat gives one value of
+every ratio; the intervals come from how the repeats disagree (harness.stats.paired_interval).
 """
 
 from __future__ import annotations
@@ -244,8 +244,9 @@ def render_table(parity: Parity) -> str:
             )
         lines += [
             "",
-            "Speed-up: trick / baseline samples/s (median over repeats of each repeat's ratio); fidelity: the harness's "
-            "speed-up over the plain loop's; brackets: 95% paired bootstrap interval over repeats and their blocks. "
+            "Speed-up: trick / baseline samples/s (geometric mean over repeats of each repeat's ratio); fidelity: the "
+            "harness's speed-up over the plain loop's; brackets: 95% t interval over the repeats (one repeat: over its "
+            "blocks only, which cannot tell). "
             "Memory: peak memory, trick / baseline (CPU: the process's max RSS; GPU: max allocated).",
         ]
     lines += [f"\nWarning: {warning}" for warning in parity.warnings]
