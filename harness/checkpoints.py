@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
 
+from harness.rundir import inside_run_dir, plain_name
 from harness.spec import RunSpec
 
 BEST, LAST, FINAL = "best", "last", "final"
@@ -30,7 +31,8 @@ CHECKPOINT_NAMES = (BEST, LAST, FINAL)
 
 
 def checkpoint_dir(run_dir: str | Path, run_id: str) -> Path:
-    return Path(run_dir) / "checkpoints" / run_id
+    """``<run_dir>/checkpoints/<run_id>``; the run id must be a plain name (it may come from plan.json)."""
+    return Path(run_dir) / "checkpoints" / plain_name(run_id, "run id")
 
 
 class EpochCheckpoint(ModelCheckpoint):
@@ -164,6 +166,9 @@ def best_summary(callback: ModelCheckpoint | None, curve: list[dict[str, Any]]) 
 
 
 def resolve(run_dir: str | Path, stored: str) -> Path:
-    """A checkpoint path from a row (relative to its run folder, or absolute) as a path on this machine."""
-    path = Path(stored)
-    return path if path.is_absolute() else Path(run_dir) / path
+    """A checkpoint path from a row or a spec (relative to its run folder) as a path on this machine.
+
+    The value comes from the run's files, which may have been crafted: it must stay inside the run
+    folder (:func:`harness.rundir.inside_run_dir`), else a UserError.
+    """
+    return inside_run_dir(run_dir, stored, "checkpoint path")

@@ -11,6 +11,8 @@ what the row has instead.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness.checkpoints import BEST, CHECKPOINT_NAMES, FINAL, LAST, resolve
-from harness.errors import UserError, unknown_name_error
+from harness.errors import UserError, first_line, unknown_name_error
 from harness.rundir import find_run
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS, Workload
@@ -90,13 +92,51 @@ def checkpoint_file(spec: RunSpec, result: Result, name: str) -> Path:
     return path
 
 
-def peek_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's dict, memory-mapped (a look at it costs no second read of a large file), read
-    as plain data (``weights_only``) when it allows."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # hyperparameters holding arbitrary objects (the file is this run's own), or an old format
+TRUST_FLAG = "--trust-checkpoint"
+
+
+def refusal(path: Path, error: Exception) -> str:
+    """One line saying which file was refused and which global it asked for, and how to load it anyway.
+
+    torch's weights-only unpickler names the first global outside its allowlist ("... unsupported
+    GLOBAL os.system whose module os is blocked", "Unsupported global: GLOBAL ..."): that name is
+    what tells a user whether the file is hostile. Its first line is a generic preamble, so the
+    line that says what went wrong is looked for instead.
+    """
+    text = str(error)
+    match = re.search(r"GLOBAL ([\w.]+)", text)
+    if match:
+        what = f"it asks for the global {match.group(1)}"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines if "nsupported" in line), lines[-1] if lines else type(error).__name__)
+        what = f"it holds more than tensors and plain data ({detail})"
+    return (
+        f"refusing to load checkpoint {str(path)!r}: {what}, and unpickling it could run code; "
+        f"if you trust this file, pass {TRUST_FLAG}"
+    )
+
+
+def peek_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
+    """The checkpoint's dict, memory-mapped (a look at it costs no second read of a large file).
+
+    Read with ``weights_only=True``: a run folder is something people download and share, and a full
+    unpickle of a crafted ``.ckpt`` runs any code it names. The harness's own checkpoints (and
+    Lightning's: tensors, dicts, numbers and strings) need no extra safe globals. Anything else is a
+    UserError naming the file and the global, unless ``trust`` (``--trust-checkpoint``) says the
+    user vouches for the file.
+    """
+    if trust:
         return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(refusal(path, error)) from None
+    except Exception as error:  # not a zip-format torch file, truncated, ...
+        raise UserError(f"checkpoint {str(path)!r} cannot be read: {type(error).__name__}: {first_line(error)}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"checkpoint {str(path)!r} is not a Lightning checkpoint (no state_dict in it)")
+    return checkpoint
 
 
 def floating_dtype(state_dict: dict[str, Any]) -> torch.dtype | None:
@@ -105,7 +145,7 @@ def floating_dtype(state_dict: dict[str, Any]) -> torch.dtype | None:
 
 
 def load_module(
-    spec: RunSpec, workload: Workload, path: Path, map_location: str
+    spec: RunSpec, workload: Workload, path: Path, map_location: str, trust: bool = False
 ) -> tuple[pl.LightningModule, torch.dtype | None, list[str]]:
     """The trained module, in eval mode, through Lightning's ``load_from_checkpoint``.
 
@@ -115,15 +155,17 @@ def load_module(
     for a registered workload the module its workload builds, with the state dict loaded into it.
     Weights stored in a lower precision (bf16-true) are cast to the module's float32 parameters by
     ``load_state_dict``. Returns the module, the dtype of the stored weights, and notes to print.
+    Both reads are weights-only unless ``trust`` (see :func:`peek_checkpoint`): Lightning 2.6's
+    ``load_from_checkpoint`` would otherwise default to a full unpickle.
     """
     built = workload.build_module(spec)
     cls = type(built)
-    checkpoint = peek_checkpoint(path)
+    checkpoint = peek_checkpoint(path, trust)
     notes: list[str] = []
     has_hparams = bool(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY))
     if has_hparams or ":" in spec.workload:
         kwargs = {} if has_hparams else dict(spec.init_args)
-        module = cls.load_from_checkpoint(path, map_location=map_location, **kwargs)
+        module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=not trust, **kwargs)
     else:  # a registered workload whose module does not save its hyperparameters
         module = built
         module.on_load_checkpoint(checkpoint)
@@ -156,18 +198,20 @@ def restore(
     repeat: int = 0,
     checkpoint: str | None = None,
     device: str | None = None,
+    trust_checkpoint: bool = False,
 ) -> Restored:
     """Find the row, pick its checkpoint and load the module.
 
     ``accelerator`` names the row; ``device`` ("cpu" or "gpu") is where the module goes, by default
-    the row's accelerator when this machine has it, else the CPU (with a note).
+    the row's accelerator when this machine has it, else the CPU (with a note). ``trust_checkpoint``
+    (``--trust-checkpoint``) allows a full unpickle of the checkpoint.
     """
     spec, result = find_trained_run(run_dir, trick, workload, accelerator, repeat)
     name, notes = choose_checkpoint(result, checkpoint)
     path = checkpoint_file(spec, result, name)
     target, device_notes = run_on(spec.accelerator, device)
     built = WORKLOADS.get(spec.workload).from_params(spec.workload_params)
-    module, stored, load_notes = load_module(spec, built, path, "cuda" if target == "gpu" else "cpu")
+    module, stored, load_notes = load_module(spec, built, path, "cuda" if target == "gpu" else "cpu", trust_checkpoint)
     precision = result.precision
     if precision and precision != "32-true" and not precision.endswith("-true"):
         load_notes.append(f"the run trained under {precision} autocast; this runs in float32")

@@ -5,6 +5,10 @@
 so ``resume`` can run what is missing and ``predict``/``export`` can rebuild a run's module from
 its spec and load its checkpoint. Paths inside the folder are taken relative to where the folder
 is now, not where it was written: a run folder can be moved or copied to another machine.
+
+A run folder is untrusted input (report folders are downloaded and shared): every name or path
+read from its files goes through :func:`plain_name` or :func:`inside_run_dir` before a file is
+opened or written with it, so that ``../..`` or an absolute value cannot reach outside the folder.
 """
 
 from __future__ import annotations
@@ -15,10 +19,40 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, unknown_name_error
-from harness.spec import Result, RunSpec, read_results
+from harness.spec import Result, RunSpec, path_safe, read_results
 
 PLAN = "plan.json"
 RESULTS = "results.jsonl"
+
+
+def plain_name(value: object, what: str) -> str:
+    """``value`` when it is a plain file name (no separator, not ``.``/``..``, not empty); else a UserError.
+
+    Run ids, labels and the like become file and folder names under the run folder; one that holds a
+    separator or is ``..`` would place them elsewhere (a crafted plan.json is enough).
+    """
+    if (
+        not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise UserError(f"{what} {value!r} is not a plain name (it would leave the run folder); refusing to use it")
+    return value
+
+
+def inside_run_dir(run_dir: str | Path, relative_path: object, what: str = "path") -> Path:
+    """``run_dir / relative_path``, resolved, when it stays inside the run folder; else a UserError.
+
+    For paths read from a run's files (checkpoint paths of a row, ``resume_from``): an absolute
+    value or one climbing out with ``..`` (or through a symlink) would make the harness read or
+    write outside the folder it was pointed at.
+    """
+    if not isinstance(relative_path, (str, Path)) or not str(relative_path) or "\0" in str(relative_path):
+        raise UserError(f"{what} {relative_path!r} is not a path inside the run folder; refusing to use it")
+    root = Path(run_dir).resolve()
+    path = (root / relative_path).resolve()
+    if Path(relative_path).is_absolute() or not path.is_relative_to(root):
+        raise UserError(f"{what} {str(relative_path)!r} is outside the run folder {str(root)!r}; refusing to use it")
+    return path
 
 
 def write_plan(run_dir: Path, specs: list[RunSpec], command: str, extra: dict[str, Any] | None = None) -> None:
@@ -62,8 +96,24 @@ def load_specs(run_dir: Path) -> list[RunSpec]:
     specs = []
     for fields in raw:
         spec = RunSpec(**{key: value for key, value in fields.items() if key in known})
-        specs.append(dataclasses.replace(spec, run_dir=str(run_dir)))
+        specs.append(check_spec_names(dataclasses.replace(spec, run_dir=str(run_dir))))
     return specs
+
+
+def check_spec_names(spec: RunSpec) -> RunSpec:
+    """The spec, once every value of it that becomes a file or folder name is a plain name.
+
+    ``run_id`` names ``specs/``, ``logs/``, ``checkpoints/``, ``profiles/`` and ``artifacts/``
+    entries; ``label``, ``accelerator`` and the workload name the TensorBoard folder; ``resume_from``
+    is a path that fit reads. All come from plan.json, which a shared run folder may have crafted.
+    """
+    plain_name(spec.run_id, "run id")
+    plain_name(spec.label, f"label of run {spec.run_id}")
+    plain_name(spec.accelerator, f"accelerator of run {spec.run_id}")
+    plain_name(path_safe(spec.workload) if isinstance(spec.workload, str) else spec.workload, f"workload of run {spec.run_id}")
+    if spec.resume_from:
+        inside_run_dir(spec.run_dir, spec.resume_from, f"resume_from of run {spec.run_id}")
+    return spec
 
 
 def load_results(run_dir: Path) -> list[Result]:

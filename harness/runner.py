@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from harness.spec import Result, RunSpec
+from harness.rundir import plain_name
+from harness.spec import Result, RunSpec, append_row
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +31,12 @@ def child_env() -> dict[str, str]:
 
 
 def run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False) -> Result:
-    """Run one spec in a child process; a crash, kill or timeout becomes a failed Result."""
+    """Run one spec in a child process; a crash, kill or timeout becomes a failed Result.
+
+    The run id names files under ``run_dir``; it is checked to be a plain name before anything is
+    written (a resumed spec's comes from plan.json).
+    """
+    plain_name(spec.run_id, "run id")
     specs_dir, logs_dir = run_dir / "specs", run_dir / "logs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -89,10 +95,7 @@ def run_all(
         for spec in specs:
             bar.set_description(f"{spec.workload}/{spec.accelerator}/{spec.label}")
             result = run_one(spec, run_dir, timeout_s)
-            with results_path.open("a") as handle:
-                handle.write(result.to_json() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_row(results_path, result)
             results.append(result)
             if on_result is not None:
                 on_result(result)

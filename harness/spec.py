@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,14 +133,78 @@ class Result:
         return cls(**{key: value for key, value in row.items() if key in known})
 
 
-def read_results(path: Path) -> list[Result]:
-    """Read results.jsonl; a truncated last line (a crash mid-write) is ignored."""
-    results = []
-    for line in path.read_text().splitlines():
+REQUIRED_ROW_KEYS: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "trick": str, "workload": str, "dataset": str, "accelerator": str, "repeat": int, "status": str,
+}
+ROW_CONTAINERS = {"checkpoints": dict, "details": dict, "curve": list}
+_warned: set[tuple[str, tuple[int, ...]]] = set()  # (file, bad line numbers) already named on stderr
+
+
+def row_problem(row: Any) -> str:
+    """Why a parsed line is not a Result ('' when it is): not an object, a required key missing or of
+    the wrong type, or a container field of the wrong kind (readers index them without checking)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    for key, kind in REQUIRED_ROW_KEYS.items():
+        if key not in row:
+            return f"no {key!r}"
+        if not isinstance(row[key], kind) or isinstance(row[key], bool):
+            return f"{key!r} is a {type(row[key]).__name__}"
+    for key, kind in ROW_CONTAINERS.items():
+        if key in row and not isinstance(row[key], kind):
+            return f"{key!r} is a {type(row[key]).__name__}"
+    return ""
+
+
+def parse_results(text: str) -> tuple[list[Result], list[tuple[int, str]]]:
+    """The rows of results.jsonl text, and the bad lines as (line number, why) pairs.
+
+    A bad line is skipped, never fatal: a crash mid-write leaves a half line, and a shared run folder
+    may hold anything; every complete row around it still counts.
+    """
+    results: list[Result] = []
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            results.append(Result.from_dict(json.loads(line)))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, out-of-range numbers, deep nesting
+            bad.append((number, f"not JSON ({error.__class__.__name__})"))
             continue
+        problem = row_problem(row)
+        if problem:
+            bad.append((number, problem))
+            continue
+        results.append(Result.from_dict(row))
+    return results, bad
+
+
+def read_results(path: Path) -> list[Result]:
+    """Read results.jsonl, skipping bad lines (a half-written last line after a crash, a row that is
+    not a Result); their line numbers are named on stderr, once per file and set of lines."""
+    results, bad = parse_results(path.read_text(errors="replace"))
+    key = (str(path.resolve()), tuple(number for number, _ in bad))
+    if bad and key not in _warned:
+        _warned.add(key)
+        lines = "; ".join(f"line {number}: {why}" for number, why in bad)
+        print(f"harness: skipped {len(bad)} bad line(s) of {path}: {lines}", file=sys.stderr)
     return results
+
+
+def append_row(path: Path, result: Result) -> None:
+    """Append one row to results.jsonl on a line of its own, flushed to disk.
+
+    A file that does not end in a newline ends in a half-written row (a crash mid-write); appending
+    straight after it would glue the new row onto it and lose both. A newline first ends that line,
+    which readers then skip as bad, and the new row stays whole.
+    """
+    with path.open("ab") as handle:
+        if handle.tell() > 0:
+            with path.open("rb") as reader:
+                reader.seek(-1, os.SEEK_END)
+                if reader.read(1) != b"\n":
+                    handle.write(b"\n")
+        handle.write(result.to_json().encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())

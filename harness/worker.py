@@ -144,7 +144,8 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["resumed_from"] = spec.resume_from
     reset_peak_memory(device)
     fit_started = time.perf_counter()
-    trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from)
+    # weights_only: last.ckpt may come from a downloaded run folder (Lightning 2.6 would fully unpickle it)
+    trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from, weights_only=True if resume_from else None)
     result.fit_s = time.perf_counter() - fit_started
     _record_contention(result, trainer, contention, device)
     _record_measurements(result, trainer, meter, curve, device)

@@ -209,7 +209,10 @@ def main(args: argparse.Namespace) -> int:
     atol = check_atol(args.atol)
     if fmt == "onnx":
         require_onnx()
-    restored = restore(args.run_dir, args.trick, args.workload, args.accelerator, args.repeat, args.checkpoint, device="cpu")
+    restored = restore(
+        args.run_dir, args.trick, args.workload, args.accelerator, args.repeat, args.checkpoint, device="cpu",
+        trust_checkpoint=args.trust_checkpoint,
+    )
     restored.module.float().eval()
     print(describe_row(restored))
     print(describe_checkpoint(restored))

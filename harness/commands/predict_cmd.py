@@ -23,7 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from harness.restore import Restored, datamodule_for, has_predict_loader, input_batch, restore
+from harness.restore import TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, restore
 
 NAME = "predict"
 HELP = "Run a finished run's trained model (the checkpoint its test used, or --checkpoint) on its test set; save the outputs."
@@ -40,6 +40,11 @@ def add_row_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", default=None, metavar="NAME",
         help="best, last or final (default: the weights the row's test used: final for SWA, else best)",
+    )
+    parser.add_argument(
+        TRUST_FLAG, action="store_true",
+        help="load a checkpoint that holds more than tensors and plain data (a full unpickle, which can run "
+             "code): only for a file you know; without it such a checkpoint is refused",
     )
 
 
@@ -133,7 +138,10 @@ def show_standalone(restored: Restored, datamodule: pl.LightningDataModule) -> N
 
 
 def main(args: argparse.Namespace) -> int:
-    restored = restore(args.run_dir, args.trick, args.workload, args.accelerator, args.repeat, args.checkpoint)
+    restored = restore(
+        args.run_dir, args.trick, args.workload, args.accelerator, args.repeat, args.checkpoint,
+        trust_checkpoint=args.trust_checkpoint,
+    )
     print(describe_row(restored))
     print(describe_checkpoint(restored))
     for note in restored.notes:

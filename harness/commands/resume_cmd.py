@@ -24,7 +24,7 @@ from harness.commands.options import positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
 from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan
-from harness.spec import Result, RunSpec
+from harness.spec import Result, RunSpec, row_problem
 
 NAME = "resume"
 HELP = "Run what an interrupted 'run' left undone (from last.ckpt where one exists), then rebuild its report."
@@ -51,11 +51,20 @@ def to_resume(specs: list[RunSpec], results: list[Result], retry_failed: bool) -
     return pending
 
 
+def row_run_id(line: str) -> str | None:
+    """The run id of a results.jsonl line, None for a bad line (which is kept as it is: not ours to judge)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return row["run_id"] if not row_problem(row) else None
+
+
 def drop_rows(run_dir: Path, run_ids: set[str]) -> None:
     """Rewrite results.jsonl without the given runs (atomically), before they run again."""
     path = run_dir / RESULTS
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in lines if json.loads(line).get("run_id") not in run_ids]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    keep = [line for line in lines if row_run_id(line) not in run_ids]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)

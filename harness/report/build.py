@@ -20,6 +20,8 @@ import pandas as pd
 from harness.report import plots
 from harness.report.table import GROUP, cell_marks, display_table, summary_frame
 from harness.report.tblogs import fit_curves, tb_version_dir
+from harness.errors import UserError
+from harness.rundir import inside_run_dir
 from harness.spec import Result
 
 PLOTS_DIR = "plots"
@@ -217,13 +219,26 @@ def _trick_details(run_dir: Path, results: list[Result], draw: bool) -> list[Tri
             if name in HIDDEN_DETAILS:
                 continue
             items[name] = _format_value(value)
-            if name.endswith("_png") and isinstance(value, str) and (run_dir / value).is_file():
+            if name.endswith("_png") and run_file(run_dir, value) is not None:
                 images.append(Plot(title=f"{trick}: {name}", path=Path(value).as_posix()))
         if draw:
             images += _lr_curve_plots(run_dir, result, images)
         heading = f"{trick} ({workload}, {dataset}, {accelerator})"
         out.append(TrickDetails(trick=trick, heading=heading, items=items, images=images, links=_links(result)))
     return out
+
+
+def run_file(run_dir: Path, value: object) -> Path | None:
+    """The file a row's detail names, when it is one inside the run folder; None otherwise.
+
+    Rows may be crafted (a shared report folder): a PNG or JSON path pointing elsewhere would put
+    another file's content into report.html, so it is ignored like a missing file.
+    """
+    try:
+        path = inside_run_dir(run_dir, value, "detail path")
+    except UserError:
+        return None
+    return path if path.is_file() else None
 
 
 def _links(result: Result) -> list[tuple[str, str]]:
@@ -241,7 +256,7 @@ def _lr_curve_plots(run_dir: Path, result: Result, existing: list[Plot]) -> list
         return []
     out = []
     for name, value in result.details.items():
-        if not (name.endswith("_json") and isinstance(value, str) and (run_dir / value).is_file()):
+        if not (name.endswith("_json") and run_file(run_dir, value) is not None):
             continue
         try:
             data = json.loads((run_dir / value).read_text())

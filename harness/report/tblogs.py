@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from harness.errors import UserError
+from harness.rundir import inside_run_dir
 from harness.spec import Result, path_safe
 
 CURVE_TAGS = ("train_loss", "val_loss")
@@ -27,9 +29,14 @@ def tb_version_dir(run_dir: Path, result: Result) -> Path:
     to the run) when the worker recorded it, else the layout of ``harness.worker.base_trainer_kwargs``."""
     recorded = result.details.get("tb_dir")
     if isinstance(recorded, str) and recorded:
-        return run_dir / recorded
-    version = result.trick if result.repeat == 0 else f"{result.trick}-r{result.repeat}"
-    return run_dir / "tb" / path_safe(result.workload) / result.accelerator / version
+        relative: str | Path = recorded
+    else:
+        version = result.trick if result.repeat == 0 else f"{result.trick}-r{result.repeat}"
+        relative = Path("tb") / path_safe(result.workload) / result.accelerator / version
+    try:  # a row's values may be crafted: read no events from outside the run folder
+        return inside_run_dir(run_dir, relative, "TensorBoard folder")
+    except UserError:
+        return run_dir / "tb" / "(outside the run folder)"
 
 
 def _file_order(path: Path) -> tuple[int, int, str]:
