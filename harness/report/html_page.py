@@ -3,6 +3,12 @@
 Tables are pandas' (``Styler.to_html`` for the comparison table, whose best/worst/noisy cells get
 CSS classes from ``table.cell_marks``; ``DataFrame.to_html`` for key/value tables); prose is the
 same Markdown the .md page uses, converted by the ``markdown`` package (a tensorboard dependency).
+
+Everything on the page that comes from a run's files (reasons, trick names, warnings, dataset text,
+paths) is untrusted: a module's exception message becomes a row's reason, and a shared folder may
+be crafted. So the Markdown is rendered with raw HTML off (``<script>`` in a reason shows as text),
+tables and headings are escaped, and a link or image source survives only when it is a relative
+path inside the run folder or an in-page ``#anchor`` (:func:`safe_href`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import posixpath
+import xml.etree.ElementTree as etree
+from urllib.parse import urlsplit
+
 import markdown
 import pandas as pd
+from markdown.extensions import Extension
+from markdown.treeprocessors import Treeprocessor
 
+from harness.errors import UserError
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
+from harness.rundir import inside_run_dir
 
 if TYPE_CHECKING:
     from harness.report.build import Group, Plot, Report
@@ -47,8 +61,47 @@ LEGEND = (
 )
 
 
+def safe_href(href: str) -> bool:
+    """Whether a link target may stay on the page: an ``#anchor`` or a relative path inside the run folder.
+
+    Refuses schemes (``javascript:``, ``data:``, ``http:``), ``//host`` and absolute paths, ``..``
+    segments, backslashes and control or space characters (browsers drop those inside a scheme, so
+    ``java\tscript:`` would still run).
+    """
+    if not href or any(ord(c) <= 32 or c in "\\\x7f" for c in href):
+        return False
+    if href.startswith("#"):
+        return True
+    parts = urlsplit(href)
+    if parts.scheme or parts.netloc or href.startswith("/") or not parts.path:
+        return False
+    normal = posixpath.normpath(parts.path)
+    return normal != ".." and not normal.startswith("../") and ".." not in parts.path.split("/")
+
+
+class _SafeLinks(Treeprocessor):
+    """Drops every ``href``/``src`` that :func:`safe_href` refuses (the link's text stays)."""
+
+    def run(self, root: etree.Element) -> None:
+        for element in root.iter():
+            for attribute in ("href", "src"):
+                value = element.get(attribute)
+                if value is not None and not safe_href(value):
+                    del element.attrib[attribute]
+
+
+class _NoRawHtml(Extension):
+    """Markdown without raw HTML: ``<tag>`` text (block or inline) is escaped, not passed through."""
+
+    def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (the markdown package's name)
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+        md.treeprocessors.register(_SafeLinks(md), "safe_links", 0)
+
+
 def md(text: str) -> str:
-    return markdown.markdown(text, extensions=["sane_lists"])
+    """Markdown to HTML for text that holds data from the run's files: no raw HTML, only safe links."""
+    return markdown.markdown(text, extensions=["sane_lists", _NoRawHtml()])
 
 
 def data_uri(path: Path) -> str:
@@ -90,6 +143,18 @@ def flatten(env: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _file_link(run_dir: Path, label: str, path: object) -> str:
+    """A list item linking a row's file; plain text when the path is not a safe link inside the run folder."""
+    if isinstance(path, str) and safe_href(path):
+        try:
+            inside_run_dir(run_dir, path, "link")
+        except UserError:
+            pass
+        else:
+            return f'<li><a href="{html.escape(path, quote=True)}">{html.escape(label)}</a></li>'
+    return f"<li>{html.escape(label)}: {html.escape(str(path))} (not a file inside the run folder; not linked)</li>"
+
+
 def _group_html(report: Report, group: Group, index: int) -> str:
     parts = [
         f'<h2 id="group-{index}">{html.escape(group.heading)}</h2>',
@@ -118,9 +183,7 @@ def render_html(report: Report) -> str:
     cards = []
     for details in report.details:
         images = "".join(figure_html(report.run_dir, image) for image in details.images)
-        links = "".join(
-            f'<li><a href="{html.escape(path, quote=True)}">{html.escape(label)}</a></li>' for label, path in details.links
-        )
+        links = "".join(_file_link(report.run_dir, label, path) for label, path in details.links)
         links = f'<p>Files:</p><ul class="files">{links}</ul>' if links else ""
         cards.append(f"<section><h3>{html.escape(details.heading)}</h3>"
                      f"{key_value_table(details.items, 'detail', 'value')}{links}{images}</section>")
