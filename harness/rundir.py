@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, unknown_name_error
+from harness.errors import UserError, first_line, unknown_name_error
 from harness.spec import Result, RunSpec, path_safe, read_results
 
 PLAN = "plan.json"
@@ -70,34 +72,102 @@ def check_run_dir(run_dir: Path) -> Path:
     return run_dir.resolve()
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in a run folder's file, or a UserError naming the file and why it cannot be read.
+
+    A run folder may be truncated by a crash, written by another tool or crafted: its files are
+    parsed here, once, so that no command meets a JSONDecodeError or a KeyError later.
+    """
+    try:
+        return json.loads(path.read_text(errors="replace"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, out-of-range numbers, deep nesting
+        raise UserError(
+            f"{str(path)!r} cannot be read: not JSON ({first_line(error)}); is the {what} truncated or from another tool?"
+        ) from None
+    except OSError as error:
+        raise UserError(f"{str(path)!r} cannot be read: {error.strerror or error}") from None
+
+
 def read_plan(run_dir: Path) -> dict[str, Any]:
-    """plan.json as written, or a UserError saying the run predates it."""
+    """plan.json as written (an object whose ``specs`` is a list), or a UserError saying what is wrong."""
     path = run_dir / PLAN
     if not path.is_file():
         raise UserError(
             f"{str(run_dir)!r} has no {PLAN} (it was written by an older harness or not by `run`): "
             "the runs it planned are unknown"
         )
-    return json.loads(path.read_text())
+    plan = read_json(path, "plan")
+    if not isinstance(plan, dict):
+        raise UserError(f"{str(path)!r} cannot be read: it holds a JSON {type(plan).__name__}, not the plan object `run` writes")
+    if not isinstance(plan.get("specs"), list):
+        problem = "has no 'specs'" if "specs" not in plan else f"has 'specs' as a {type(plan['specs']).__name__}, not a list"
+        raise UserError(f"{str(path)!r} cannot be read: it {problem}")
+    target = plan.get("target_val_loss")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise UserError(f"{str(path)!r} cannot be read: 'target_val_loss' is {json.dumps(target)[:60]}, not a number")
+    return plan
 
 
 def load_specs(run_dir: Path) -> list[RunSpec]:
     """The planned RunSpecs, their ``run_dir`` set to the folder where it is now.
 
     Falls back to ``specs/*.json`` (written as each run starts) for a folder without plan.json:
-    enough to find the runs that started, not those that never did.
+    enough to find the runs that started, not those that never did. A spec that is not an object,
+    lacks a field or has one of the wrong type is a UserError naming the file and the spec.
     """
     run_dir = run_dir.resolve()
     if (run_dir / PLAN).is_file():
-        raw = read_plan(run_dir)["specs"]
+        raw = [(f"{str(run_dir / PLAN)!r} spec {index}", fields) for index, fields in enumerate(read_plan(run_dir)["specs"])]
     else:
-        raw = [json.loads(p.read_text()) for p in sorted((run_dir / "specs").glob("*.json")) if not p.name.endswith(".result.json")]
-    known = {f.name for f in dataclasses.fields(RunSpec)}
+        files = [p for p in sorted((run_dir / "specs").glob("*.json")) if not p.name.endswith(".result.json")]
+        raw = [(repr(str(p)), read_json(p, "spec")) for p in files]
     specs = []
-    for fields in raw:
-        spec = RunSpec(**{key: value for key, value in fields.items() if key in known})
+    for where, fields in raw:
+        spec = spec_from_fields(fields, where)
         specs.append(check_spec_names(dataclasses.replace(spec, run_dir=str(run_dir))))
     return specs
+
+
+_SPEC_TYPES: dict[str, Any] = typing.get_type_hints(RunSpec)
+_SPEC_REQUIRED = [f.name for f in dataclasses.fields(RunSpec)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name != "run_dir"]
+
+
+def matches_type(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a RunSpec field's annotation (bool is not an int; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(matches_type(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            matches_type(key, args[0]) and matches_type(item, args[1]) for key, item in value.items()
+        )
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def spec_from_fields(fields: object, where: str) -> RunSpec:
+    """A RunSpec from one planned spec's JSON, checked: an object with every required field, each of its type.
+
+    Unknown keys are ignored (a newer harness may add fields); ``run_dir`` is set by the caller.
+    """
+    if not isinstance(fields, dict):
+        raise UserError(f"{where} cannot be read: it is a JSON {type(fields).__name__}, not an object")
+    missing = [name for name in _SPEC_REQUIRED if name not in fields]
+    if missing:
+        raise UserError(f"{where} cannot be read: it lacks {', '.join(map(repr, missing))}")
+    for name, hint in _SPEC_TYPES.items():
+        if name in fields and name != "run_dir" and not matches_type(fields[name], hint):
+            expected = getattr(hint, "__name__", str(hint))
+            raise UserError(f"{where} cannot be read: {name!r} is {json.dumps(fields[name])[:60]}, not a {expected}")
+    return RunSpec(**{name: fields[name] for name in _SPEC_TYPES if name in fields and name != "run_dir"}, run_dir="")
 
 
 def check_spec_names(spec: RunSpec) -> RunSpec:

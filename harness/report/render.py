@@ -6,7 +6,7 @@ Every file is regenerated from results.jsonl (and the run's TensorBoard logs and
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
 from harness.report.table import results_frame
 from harness.report.text import FILES_TEXT, MARK_LEGEND, header_lines, problem_lines, protocol_text, warning_lines
+from harness.errors import UserError
+from harness.rundir import read_json
 from harness.spec import Result
 
 
@@ -93,6 +95,26 @@ def write_summary(run_dir: Path, summary: pd.DataFrame) -> None:
     table.to_json(run_dir / "summary.json", orient="records", indent=2)
 
 
+def read_env(run_dir: Path) -> dict[str, Any]:
+    """env.json as an object; {} when it is missing or holds something else (named on stderr).
+
+    The environment only describes the run: a file from another tool or a crafted one must not
+    stop the report, whose numbers come from results.jsonl.
+    """
+    path = run_dir / "env.json"
+    if not path.is_file():
+        return {}
+    try:
+        env = read_json(path, "environment record")
+    except UserError as error:
+        print(f"harness: ignored env.json: {error}", file=sys.stderr)
+        return {}
+    if not isinstance(env, dict):
+        print(f"harness: ignored {path}: a JSON {type(env).__name__}, not an object", file=sys.stderr)
+        return {}
+    return env
+
+
 def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | None = None, *,
                  target_val_loss: float | None = None) -> str:
     """Write results.csv, summary.csv/json, plots/*.png, report.md and report.html; return the terminal tables.
@@ -101,8 +123,7 @@ def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | Non
     baseline final val loss.
     """
     if env is None:
-        env_path = run_dir / "env.json"
-        env = json.loads(env_path.read_text()) if env_path.exists() else {}
+        env = read_env(run_dir)
     results_frame(results).to_csv(run_dir / "results.csv", index=False)
     report = build_report(run_dir, results, env, target_val_loss)
     write_summary(run_dir, report.summary)

@@ -36,13 +36,14 @@ MARK_LEGEND = "**bold**: best of its column, _italic_: worst; `noisy`: IQR/media
 def header_lines(report: Report) -> list[str]:
     """The run's identity as Markdown bullets (both pages use them)."""
     env = report.env
-    versions = env.get("versions", {})
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    gpus = [g for g in env.get("gpus") or [] if isinstance(g, dict)] if isinstance(env.get("gpus"), list) else []
     dataset_reasons = sorted({r.details.get("dataset_reason", "") for r in report.results} - {""})
     return [
         f"- Command: `{env.get('command', '?')}`",
         f"- When: {env.get('time_utc', '?')}; git commit `{env.get('git_commit') or 'unknown'}`",
         f"- Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs, {env.get('torch_threads', '?')} torch threads)"
-        + "".join(f"; GPU {g['name']}" for g in env.get("gpus", [])),
+        + "".join(f"; GPU {g.get('name', '?')}" for g in gpus),
         f"- Versions: python {env.get('python', '?')}, torch {versions.get('torch')}, lightning {versions.get('lightning')}",
         *(f"- Dataset: {reason}" for reason in dataset_reasons),
     ]
