@@ -13,10 +13,14 @@ opened or written with it, so that ``../..`` or an absolute value cannot reach o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from harness.spec import Result, RunSpec, path_safe, read_results
 
 PLAN = "plan.json"
 RESULTS = "results.jsonl"
+LOCK = ".harness.lock"  # held (flock) by the one `run` or `resume` writing the folder
 
 
 def plain_name(value: object, what: str) -> str:
@@ -55,6 +60,37 @@ def inside_run_dir(run_dir: str | Path, relative_path: object, what: str = "path
     if Path(relative_path).is_absolute() or not path.is_relative_to(root):
         raise UserError(f"{what} {str(relative_path)!r} is outside the run folder {str(root)!r}; refusing to use it")
     return path
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's writer lock for the block, or refuse at once with a UserError.
+
+    Two writers of one folder (two ``resume``s, or a ``resume`` while its ``run`` still runs) would
+    both run the same missing run and append its row twice. ``flock`` on a file inside the folder is
+    released by the kernel when the holder exits, however it ends, so a crash leaves no stale lock.
+    The file is opened without following a symlink (a crafted folder could point it elsewhere) and
+    is not inherited by the worker processes.
+    """
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise UserError(f"cannot lock the run folder {str(run_dir)!r} ({path.name}): {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise UserError(
+                f"another process{f' (pid {holder})' if holder.isdigit() else ''} holds the run folder {str(run_dir)!r} "
+                "(a `run` or `resume` writing it); wait for it to end or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_plan(run_dir: Path, specs: list[RunSpec], command: str, extra: dict[str, Any] | None = None) -> None:

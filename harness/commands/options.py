@@ -202,8 +202,10 @@ def new_run_dir(out: Path, prefix: str = "run") -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     candidate = out / f"{prefix}-{stamp}"
     suffix = 2
-    while candidate.exists():
-        candidate = out / f"{prefix}-{stamp}-{suffix}"
-        suffix += 1
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:  # mkdir, not exists(): two runs started in the same second must not share a folder
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            candidate = out / f"{prefix}-{stamp}-{suffix}"
+            suffix += 1

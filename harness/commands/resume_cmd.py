@@ -23,7 +23,7 @@ from harness.checkpoints import LAST, checkpoint_dir, relative
 from harness.commands.options import positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
-from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan
+from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, writer_lock
 from harness.spec import Result, RunSpec, row_problem
 
 NAME = "resume"
@@ -72,6 +72,12 @@ def drop_rows(run_dir: Path, run_ids: set[str]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run_dir = check_run_dir(args.run_dir)
+    with writer_lock(run_dir):  # a second resume of this folder is refused, not run twice
+        return resume(args, run_dir)
+
+
+def resume(args: argparse.Namespace, run_dir: Path) -> int:
+    """Run what the plan holds and the rows lack, then report; the caller holds the folder's lock."""
     plan = read_plan(run_dir)
     target = check_target(args.target_val_loss if args.target_val_loss is not None else plan.get("target_val_loss"))
     specs = load_specs(run_dir)

@@ -18,7 +18,7 @@ from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
 from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
-from harness.rundir import write_plan
+from harness.rundir import write_plan, writer_lock
 from harness.runner import run_all
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS
@@ -60,16 +60,17 @@ def main(args: argparse.Namespace) -> int:
     options = run_options(args)
     check_devices(accelerators, options.devices)
     run_dir = new_run_dir(args.out)
-    specs = plan_runs(
-        trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
-    )
-    environment = env.collect()
-    (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
-    write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
-    print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
+    with writer_lock(run_dir):  # a `resume` of this folder while it runs is refused, not run alongside
+        specs = plan_runs(
+            trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
+        )
+        environment = env.collect()
+        (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
+        write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
+        print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
 
-    results = run_with_progress(specs, run_dir, args.timeout, args.quiet)
-    return report_and_exit_code(run_dir, results, target_val_loss, environment)
+        results = run_with_progress(specs, run_dir, args.timeout, args.quiet)
+        return report_and_exit_code(run_dir, results, target_val_loss, environment)
 
 
 def run_with_progress(specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool) -> list[Result]:
