@@ -6,7 +6,11 @@ A UserError anywhere becomes one line on stderr and exit code 2; ``run`` exits 1
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from harness import __version__
 from harness.commands import compare_cmd, export_cmd, list_cmd, parity_cmd, predict_cmd, report_cmd, resume_cmd, run_cmd
@@ -29,10 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """While a command runs, SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
+
+    SIGTERM's default would end the parent at once: the worker's row lost with no word, and (before
+    the worker noticed) the worker left running. As an interrupt it stops the same way Ctrl-C does:
+    the worker is killed, finished rows stay, "interrupted", exit 130. Only the main thread may set
+    a handler (``main`` called from another thread leaves SIGTERM alone); the old one is restored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with sigterm_as_ctrl_c():
+            return int(args.handler(args) or 0)
     except UserError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from harness.lifeline import PARENT_ENV
 from harness.rundir import plain_name
 from harness.spec import Result, RunSpec, append_row
 
@@ -27,6 +28,7 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (harness.lifeline)
     return env
 
 

@@ -29,6 +29,7 @@ from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, first_line
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
+from harness.lifeline import die_with_parent
 from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
 from harness.spec import Result, RunSpec, path_safe
@@ -312,6 +313,7 @@ def _metric(outputs: list[dict[str, float]], key: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m harness.worker [--plain] SPEC.json RESULT.json``; --plain runs the parity loop."""
+    die_with_parent()  # no orphan left running when the harness is killed
     args = list(argv if argv is not None else sys.argv[1:])
     plain = "--plain" in args
     spec_path, result_path = [arg for arg in args if arg != "--plain"][:2]
