@@ -34,10 +34,10 @@ def workers_of(folder: Path) -> list[int]:
     return pids
 
 
-def start_run(tmp_path: Path) -> subprocess.Popen[bytes]:
-    """A real `python -m harness run` of two long runs (baseline, grad-clipping) in a session of its own."""
+def start_run(tmp_path: Path, epochs: int) -> subprocess.Popen[bytes]:
+    """A real `python -m harness run` of two runs (baseline, grad-clipping) in a session of its own."""
     command = [sys.executable, "-m", "harness", "run", "--tricks", "grad-clipping", "--accelerator", "cpu",
-               "--dataset", "digits", "--max-epochs", "200", "--quiet", "--out", str(tmp_path)]
+               "--dataset", "digits", "--max-epochs", str(epochs), "--quiet", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -61,7 +61,7 @@ def no_worker_within(folder: Path, seconds: float) -> list[int]:
 
 
 def test_sigterm_is_ctrl_c_rows_kept_and_no_worker_left(tmp_path: Path) -> None:
-    process = start_run(tmp_path)
+    process = start_run(tmp_path, 200)  # the baseline ends in seconds; the trick's run is cut short
     last = wait_for(tmp_path, "run-*/checkpoints/autoencoder-cpu-grad-clipping-r0/last.ckpt", process)
     run_dir = last.parents[2]
     assert workers_of(run_dir)  # the trick's worker is running
@@ -75,7 +75,7 @@ def test_sigterm_is_ctrl_c_rows_kept_and_no_worker_left(tmp_path: Path) -> None:
 
 
 def test_sigkill_of_the_parent_kills_the_worker(tmp_path: Path) -> None:
-    process = start_run(tmp_path)
+    process = start_run(tmp_path, 1_000_000)  # the worker would train for hours if left alone
     last = wait_for(tmp_path, "run-*/checkpoints/autoencoder-cpu-baseline-r0/last.ckpt", process)
     run_dir = last.parents[2]
     assert workers_of(run_dir)
