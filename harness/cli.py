@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 from harness import __version__
 from harness.commands import compare_cmd, export_cmd, list_cmd, parity_cmd, predict_cmd, report_cmd, resume_cmd, run_cmd
@@ -19,8 +20,20 @@ from harness.errors import UserError
 COMMANDS = (list_cmd, run_cmd, resume_cmd, report_cmd, compare_cmd, parity_cmd, predict_cmd, export_cmd)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag or value is one line and exit 2, as every other user error here.
+
+    argparse's own ``error`` prints the whole usage (20 lines for ``run``) before the message; the
+    message already names the flag and the value, and ``--help`` is one command away.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("python -m harness").strip()
+        self.exit(2, f"harness: error: {command + ': ' if command else ''}{message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m harness",
         description="Measure what PyTorch Lightning training tricks do to throughput, memory and loss.",
     )

@@ -100,3 +100,19 @@ def test_a_failed_run_makes_the_exit_code_1(tmp_path: Path) -> None:
                    "--lr", "1e30", "--out", str(tmp_path), "--quiet", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "1 of 1 runs failed" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--batch-size", "0"], "harness: error: run: argument --batch-size: 0 must be >= 1 (see --help)"),
+        (["runn"], "harness: error: argument COMMAND: invalid choice: 'runn'"),
+        (["parity", "--repeats", "x"], "harness: error: parity: argument --repeats: invalid int value: 'x'"),
+    ],
+)
+def test_a_bad_flag_is_one_line_not_the_usage(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1 and "usage:" not in err
