@@ -34,9 +34,11 @@ from harness.commands.parity_cmd import measure_parity, render_table
 from harness.plan import RunOptions
 
 TARGET = 0.85  # the target; bare Lightning itself keeps 0.83-0.84 on this machine kind
-# Quiet readings since the per-step hooks were trimmed: 0.82-0.88 (median ~0.85); a per-step self.log
-# or host read in the measured loop drops the ratio to ~0.7. The floor sits below the quiet range.
-REGRESSION_FLOOR = 0.80
+# Quiet readings since the per-step hooks were trimmed ranged from 0.747 (CI on a fresh clone, 95% CI
+# 0.730-0.765) to 0.88 between invocations, while each invocation's own interval spans only +-0.02-0.06:
+# the machine drifts between invocations more than between the repeats of one. A per-step self.log or
+# host read in the measured loop gives ~0.68-0.69. The floor sits under the quiet range, over that.
+REGRESSION_FLOOR = 0.72
 # glibc: no mmap/munmap or heap trimming per step (see the module docstring)
 PINNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
 TRICKS = [["bf16-mixed"], ["grad-clipping"]]
