@@ -18,10 +18,13 @@ import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
+
+from harness.trick import add_warning
 
 FOREIGN_WARN = 0.15  # share of all CPUs' time used by other processes during fit
 # Below this much CPU capacity in the window (CPU-seconds, all CPUs together) the 10 ms ticks of
@@ -99,6 +102,30 @@ def contention_warning(share: float | None, window_cpu_s: float, threads: int | 
     return text
 
 
+def torch_threads() -> dict[str, int]:
+    """torch's intra-op and inter-op thread counts now: what a loop started now trains with."""
+    return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+
+
+def record_contention(
+    details: dict[str, Any], before: CpuTimes | None, after: CpuTimes | None, own_seconds: float, threads: int | None
+) -> None:
+    """Put a training window's foreign CPU share, and its warning when there is one, into a row's details.
+
+    One place for the harness's rows (harness.worker) and the plain loop's (harness.parity), so that
+    both carry the same reading and the same words.
+    """
+    if before is None or after is None:
+        return
+    share = foreign_share(before, after, own_seconds)
+    if share is None:
+        return
+    details["foreign_cpu_share"] = round(share, 3)
+    warning = contention_warning(share, after.total - before.total, threads)
+    if warning:
+        add_warning(details, warning)
+
+
 class ContentionMonitor(pl.Callback):
     """Reads the CPU counters when training starts and ends (every rank reads its own), and the
     thread counts torch trains with."""
@@ -110,7 +137,7 @@ class ContentionMonitor(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.threads = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+        self.threads = torch_threads()
         self.before, self.after = read_cpu_times(), None
 
     @override

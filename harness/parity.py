@@ -20,12 +20,12 @@ import lightning.pytorch as pl
 import torch
 
 from harness import env
-from harness.contention import CpuTimes, contention_warning, foreign_share, read_cpu_times
+from harness.contention import read_cpu_times, record_contention, torch_threads
 from harness.data import TensorDataModule
 from harness.errors import NonFiniteLoss, TrickSkipped, first_line
 from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
-from harness.trick import TRICKS, Trick, add_warning
+from harness.trick import TRICKS, Trick
 from harness.workload import WORKLOADS
 
 PLAIN_LABEL = "plain-pytorch"
@@ -137,7 +137,7 @@ def _train_plain(spec: RunSpec, result: Result) -> None:
     steps = optimizer_steps = epochs = 0
     loader = datamodule.train_dataloader()
     batches_per_epoch = len(loader)
-    result.details["threads_in_fit"] = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+    result.details["threads_in_fit"] = torch_threads()
     cpu_before = read_cpu_times()
     fit_started = time.perf_counter()
     for _ in range(spec.max_epochs):
@@ -163,7 +163,10 @@ def _train_plain(spec: RunSpec, result: Result) -> None:
             break
     timer.finish()
     result.fit_s = time.perf_counter() - fit_started
-    _record_contention(result, cpu_before)
+    cpu_after = read_cpu_times()
+    own = cpu_after.own - cpu_before.own if cpu_before is not None and cpu_after is not None else 0.0
+    threads = result.details["threads_in_fit"]["intra_op"] if result.accelerator == "cpu" else None
+    record_contention(result.details, cpu_before, cpu_after, own, threads)
     peak, mem_kind = peak_memory(device)
     for name, value in throughput_fields(timer.summary()).items():
         setattr(result, name, value)
@@ -196,19 +199,3 @@ def _step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def _record_contention(result: Result, before: CpuTimes | None) -> None:
-    """The share of the machine's CPU time other processes took while the loop trained, as the
-    harness's rows record it (harness.contention)."""
-    after = read_cpu_times()
-    if before is None or after is None:
-        return
-    share = foreign_share(before, after, after.own - before.own)
-    if share is None:
-        return
-    result.details["foreign_cpu_share"] = round(share, 3)
-    threads = result.details["threads_in_fit"]["intra_op"] if result.accelerator == "cpu" else None
-    warning = contention_warning(share, after.total - before.total, threads)
-    if warning:
-        add_warning(result.details, warning)

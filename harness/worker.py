@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
 from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
-from harness.contention import ContentionMonitor, contention_warning, foreign_share
+from harness.contention import ContentionMonitor, record_contention
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, first_line
@@ -189,16 +189,8 @@ def _record_contention(result: Result, trainer: pl.Trainer, monitor: ContentionM
     own = monitor.own_seconds
     if trainer.world_size > 1:
         own = float(trainer.strategy.reduce(torch.tensor(own, dtype=torch.float64, device=device), reduce_op="sum"))
-    if monitor.before is None or monitor.after is None:
-        return
-    share = foreign_share(monitor.before, monitor.after, own)
-    if share is None:
-        return
-    result.details["foreign_cpu_share"] = round(share, 3)
     threads = monitor.threads.get("intra_op", 0) * trainer.world_size if device.type == "cpu" and monitor.threads else None
-    warning = contention_warning(share, monitor.after.total - monitor.before.total, threads)
-    if warning:
-        add_warning(result.details, warning)
+    record_contention(result.details, monitor.before, monitor.after, own, threads)
 
 
 def _record_measurements(
