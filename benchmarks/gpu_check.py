@@ -110,8 +110,10 @@ def check_mfu(folder: Path, gpu: bool) -> list[str]:
     """GPU rows of the built-in workloads carry MFU against the device's dense peak."""
     if not gpu:
         return []
-    missing = [r["run_id"] for r in _rows(folder) if r["status"] == "ok" and r["accelerator"] == "gpu" and r["mfu"] is None]
-    return [f"no MFU in {', '.join(missing)} (device {_rows(folder)[0]['device_name']!r} not in harness/flops.py?)"] if missing else []
+    rows = _rows(folder)
+    missing = [r for r in rows if r["status"] == "ok" and r["accelerator"] == "gpu" and r["mfu"] is None]
+    names = ", ".join(r["run_id"] for r in missing)
+    return [f"no MFU in {names} (device {missing[0]['device_name']!r} not in harness/flops.py?)"] if missing else []
 
 
 def check_gpu_cpu_ratio(folder: Path, gpu: bool) -> list[str]:
