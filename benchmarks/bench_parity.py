@@ -7,7 +7,12 @@ repeat to repeat), timed by the same BlockTimer:
 - the baseline: the share of plain PyTorch's throughput that the harness keeps; its 95% interval
   must reach the floor (a regression is flagged when the whole interval lies under it);
 - bf16-mixed and grad-clipping: the harness's speed-up over the plain loop's speed-up (the
-  fidelity) must have 1.0 inside its 95% interval, which comes from how the repeats disagree.
+  fidelity) must not be shown, by its 95% interval, to lie outside the practical band 1/1.1-1.1
+  (asv's factor 1.1). "1.0 inside the interval" was the first rule and it failed a quiet CI run on
+  a fresh clone with 0.968 (95% CI 0.942-0.995): a 3% difference, real within that invocation, but
+  smaller than the drift between invocations (the baseline's parity moved 0.75-0.88 between quiet
+  invocations whose own intervals were +-0.03). One invocation's repeats cannot measure that drift,
+  so the band stands for it; a trick the harness mis-applies by more than 10% still fails.
 
 Speed on this project's 2-core machines means nothing while something else runs: a concurrent test
 suite slowed the seed model 100-fold. So the assertions hold only when every process's contention
@@ -39,6 +44,8 @@ TARGET = 0.85  # the issue's target; bare Lightning itself keeps 0.83-0.84 on th
 # the machine drifts between invocations more than between the repeats of one. A per-step self.log or
 # host read in the measured loop gives ~0.68-0.69. The floor sits under the quiet range, over that.
 REGRESSION_FLOOR = 0.72
+# a fidelity fails only when its whole interval lies outside 1/FIDELITY_BAND-FIDELITY_BAND (see the docstring)
+FIDELITY_BAND = 1.10
 # glibc: no mmap/munmap or heap trimming per step (see the module docstring)
 PINNED_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
 TRICKS = [["bf16-mixed"], ["grad-clipping"]]
@@ -80,7 +87,21 @@ def test_parity_cpu_batch_256(benchmark, tmp_path: Path, monkeypatch: pytest.Mon
     )
     for row in parity.tricks:
         assert row.status == "ok", f"{row.label}: {row.status}: {row.reason}"
-        assert row.fidelity is not None and row.fidelity.contains(1.0), (
+        assert row.fidelity is not None and fidelity_within_band(row.fidelity.low, row.fidelity.high), (
             f"{row.label}: the harness measures a {row.harness_speedup.value:.3f}x speed-up where plain PyTorch measures "
-            f"{row.plain_speedup.value:.3f}x; fidelity {row.fidelity.describe()} excludes 1.0"
+            f"{row.plain_speedup.value:.3f}x; fidelity {row.fidelity.describe()} lies wholly outside "
+            f"{1 / FIDELITY_BAND:.3f}-{FIDELITY_BAND:.2f}"
         )
+
+
+def fidelity_within_band(low: float, high: float, band: float = FIDELITY_BAND) -> bool:
+    """False only when the interval shows the fidelity off by more than ``band`` (whole interval outside)."""
+    return high >= 1.0 / band and low <= band
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [(0.942, 0.995, True), (0.80, 0.89, False), (1.12, 1.30, False), (0.85, 0.95, True), (0.70, 1.40, True)],
+)
+def test_fidelity_band_fails_only_an_interval_wholly_outside_it(low: float, high: float, expected: bool) -> None:
+    assert fidelity_within_band(low, high) is expected
