@@ -392,15 +392,47 @@ class CallbackGroup(pl.Callback):
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory window here: CUDA's peak stats on a GPU, the RSS high-water mark on a CPU.
+
+    On a CPU the mark is reset through ``/proc/self/clear_refs`` (Linux 4.0+), so that the peak is the
+    run's own from fit on, whether its process was spawned (imports can peak above training) or forked
+    from the pre-imported server (whose pages the child shares at first); see harness.isolation.
+    """
+    global _rss_mark_reset
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # 5: reset the peak RSS (proc(5))
+        _rss_mark_reset = _vm_hwm_bytes() is not None
+    except OSError:
+        _rss_mark_reset = False
+
+
+_rss_mark_reset = False
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
-    """Peak memory of this process: CUDA's max allocated on a GPU, max RSS on a CPU."""
+    """Peak memory of this process: CUDA's max allocated on a GPU, the RSS high-water mark on a CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    if _rss_mark_reset:
+        hwm = _vm_hwm_bytes()
+        if hwm is not None:
+            return hwm, "max_rss_fit"
     return max_rss_bytes(), "max_rss"
+
+
+def _vm_hwm_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
 
 
 def max_rss_bytes() -> int:

@@ -1,75 +1,111 @@
-"""Run each RunSpec in its own child process and append each Result to results.jsonl at once.
+"""Run each RunSpec in its own process and append each Result to results.jsonl at once.
 
 A fresh process per run is the isolation the measuring protocol asks for (no allocator, thread or
-autocast state carried over; peak memory is the child's own). Each finished result is appended and
-flushed before the next run starts, so a crash or Ctrl-C loses at most the run in progress.
+autocast state carried over; peak memory is the process's own). The process is forked from a
+pre-imported server or spawned cold (harness.isolation); each row records which. Each finished
+result is appended and flushed before the next run starts, so a crash or Ctrl-C loses at most the
+run in progress.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
-from harness.lifeline import PARENT_ENV
+from harness.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
 from harness.rundir import plain_name
 from harness.spec import Result, RunSpec, append_row
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SERVER_LOG = "forkserver.log"  # under <run>/logs/
 
 
-def child_env() -> dict[str, str]:
-    """The parent's environment, with this project importable even when it is not installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (harness.lifeline)
-    return env
+class Launchers:
+    """The launcher each spec gets under one ``--isolation`` choice, and why when it is not that one.
+
+    With ``fork``, one server serves the whole invocation; a run it cannot serve, or every run after
+    the server failed to start, is spawned, and its row says why (never a silent change).
+    """
+
+    def __init__(self, isolation: str, run_dir: Path) -> None:
+        self.isolation = isolation
+        self.server = ForkServer(run_dir / "logs" / SERVER_LOG) if isolation == "fork" else None
+        self.spawn = Spawn()
+        self.broken = ""  # why the fork server is not used any more
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def choose(self, spec: RunSpec) -> tuple[Launcher, str]:
+        if self.server is None:
+            return self.spawn, ""
+        refusal = fork_refusal(spec) or self.broken
+        return (self.spawn, refusal) if refusal else (self.server, "")
 
 
-def run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False) -> Result:
-    """Run one spec in a child process; a crash, kill or timeout becomes a failed Result.
+@contextmanager
+def launchers(isolation: str | None, run_dir: Path) -> Iterator[Launchers]:
+    chosen = Launchers(isolation or default_isolation(), run_dir)
+    try:
+        yield chosen
+    finally:
+        chosen.close()
+
+
+def run_one(
+    spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False, using: Launchers | None = None
+) -> Result:
+    """Run one spec in its own process; a crash, kill or timeout becomes a failed Result.
 
     The run id names files under ``run_dir``; it is checked to be a plain name before anything is
-    written (a resumed spec's comes from plan.json).
+    written (a resumed spec's comes from plan.json). Without ``using``, the run is spawned.
     """
     plain_name(spec.run_id, "run id")
     specs_dir, logs_dir = run_dir / "specs", run_dir / "logs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = specs_dir / f"{spec.run_id}.json"
-    result_path = specs_dir / f"{spec.run_id}.result.json"
-    log_path = logs_dir / f"{spec.run_id}.log"
-    spec_path.write_text(spec.to_json())
-    result_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "harness.worker", *(["--plain"] if plain else []), str(spec_path), str(result_path)]
-    with log_path.open("w") as log:
-        try:
-            completed = subprocess.run(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=child_env(), timeout=timeout_s, check=False,
-            )
-            returncode: int | None = completed.returncode
-        except subprocess.TimeoutExpired:
-            returncode = None
-    if result_path.exists():
-        return Result.from_json_file(result_path)
+    job = Job(
+        spec_path=specs_dir / f"{spec.run_id}.json", result_path=specs_dir / f"{spec.run_id}.result.json",
+        log_path=logs_dir / f"{spec.run_id}.log", plain=plain, env=child_env(), cwd=os.getcwd(),
+    )
+    job.spec_path.write_text(spec.to_json())
+    job.result_path.unlink(missing_ok=True)
+    launcher, note = (using.choose(spec) if using is not None else (Spawn(), ""))
+    try:
+        returncode = launcher.run(job, timeout_s)
+    except ForkServerError as error:  # the server, not the run: spawn this run and every later one
+        assert using is not None
+        using.broken = f"{error}; spawned instead"
+        print(f"harness: warning: {using.broken}", file=sys.stderr)
+        launcher, note = using.spawn, using.broken
+        returncode = launcher.run(job, timeout_s)
+    result = _result(spec, run_dir, job, returncode, timeout_s)
+    result.isolation = launcher.name
+    if note:
+        result.details["isolation_note"] = note
+    return result
+
+
+def _result(spec: RunSpec, run_dir: Path, job: Job, returncode: int | None, timeout_s: float | None) -> Result:
+    if job.result_path.exists():
+        return Result.from_json_file(job.result_path)
     if returncode is None:
         reason = f"timed out after {timeout_s:g} s"
     elif returncode < 0:
         name = signal.Signals(-returncode).name
         reason = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     else:
-        reason = f"worker exited with code {returncode}: {last_error_line(log_path)}"
+        reason = f"worker exited with code {returncode}: {last_error_line(job.log_path)}"
     return Result(
         run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
         accelerator=spec.accelerator, repeat=spec.repeat, status="failed", reason=reason,
-        batch_size=spec.batch_size, seed=spec.seed, details={"log": str(log_path.relative_to(run_dir))},
+        batch_size=spec.batch_size, seed=spec.seed, details={"log": str(job.log_path.relative_to(run_dir))},
     )
 
 
@@ -87,21 +123,26 @@ def run_all(
     timeout_s: float | None = None,
     on_result: Callable[[Result], None] | None = None,
     show_progress: bool = True,
+    isolation: str | None = None,
 ) -> list[Result]:
-    """Run every spec in order, appending each result to ``run_dir/results.jsonl`` as it finishes."""
+    """Run every spec in order, appending each result to ``run_dir/results.jsonl`` as it finishes.
+
+    ``isolation``: "fork" or "spawn" (harness.isolation); None for this platform's default.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / "results.jsonl"
     results = []
     bar = tqdm(total=len(specs), unit="run", file=sys.stderr, disable=not show_progress, dynamic_ncols=True)
     try:
-        for spec in specs:
-            bar.set_description(f"{spec.workload}/{spec.accelerator}/{spec.label}")
-            result = run_one(spec, run_dir, timeout_s)
-            append_row(results_path, result)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-            bar.update(1)
+        with launchers(isolation, run_dir) as using:
+            for spec in specs:
+                bar.set_description(f"{spec.workload}/{spec.accelerator}/{spec.label}")
+                result = run_one(spec, run_dir, timeout_s, using=using)
+                append_row(results_path, result)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                bar.update(1)
     finally:
         bar.close()
     return results

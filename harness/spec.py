@@ -96,7 +96,9 @@ class Result:
     step_time_ms: float | None = None
     noisy: bool | None = None
     peak_mem_bytes: int | None = None  # per process: the largest over the ranks when world_size > 1
-    mem_kind: str = ""  # "max_rss" (CPU, whole child process) or "cuda_max_allocated"
+    # "max_rss_fit" (CPU: the process's RSS high-water mark since fit began), "max_rss" (CPU, since the
+    # process began: where the mark cannot be reset) or "cuda_max_allocated"
+    mem_kind: str = ""
     train_loss: float | None = None
     val_loss: float | None = None
     test_loss: float | None = None
@@ -114,6 +116,7 @@ class Result:
     seed: int | None = None
     world_size: int = 1  # processes that trained together (devices x nodes); samples/s is their sum
     strategy: str = ""
+    isolation: str = ""  # how the run got its process: "fork" (from the pre-imported server) or "spawn"
     # checkpoint name ("best", "last", "final") -> path relative to the run folder
     checkpoints: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)

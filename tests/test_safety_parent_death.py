@@ -19,17 +19,24 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 def workers_of(folder: Path) -> list[int]:
-    """Pids of live harness.worker processes whose command line names a path under ``folder``."""
+    """Pids of live harness processes (a worker, forked or spawned, or the fork server) working for ``folder``.
+
+    A spawned worker names the folder on its command line; a forked child has the fork server's command
+    line, so a process counts when its command line or one of its open files (the run's log) is under it.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), "")
+            if not any(name in cmdline for name in ("harness.worker", "harness.zygote")) or "zombie" in state:
+                continue
+            files = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
         except OSError:
             continue
-        if "harness.worker" in cmdline and str(folder) in cmdline and "zombie" not in state:
+        if str(folder) in cmdline or any(path.startswith(str(folder)) for path in files):
             pids.append(int(entry.name))
     return pids
 

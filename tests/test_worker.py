@@ -23,7 +23,7 @@ def test_baseline_row_is_complete(make_spec) -> None:
     assert result.status == "ok", result.reason
     assert result.trick == "baseline" and result.precision == "32-true" and result.batch_size == 64
     assert result.samples_per_s > 0 and result.step_time_ms > 0 and result.blocks_measured >= 2
-    assert result.peak_mem_bytes > 100 * 2**20 and result.mem_kind == "max_rss"
+    assert result.peak_mem_bytes > 100 * 2**20 and result.mem_kind == "max_rss_fit"
     assert all(math.isfinite(v) for v in (result.train_loss, result.val_loss, result.test_loss))
     assert result.wall_s >= result.fit_s > 0
     # digits: 1150 training images, 18 batches of 64 per epoch, 2 epochs

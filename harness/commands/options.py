@@ -14,6 +14,7 @@ from harness.custom_workload import check_imported, is_import_path, parse_args_o
 from harness.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
 from harness.distributed import resolve_strategy
 from harness.errors import UserError
+from harness.isolation import ISOLATIONS, default_isolation
 from harness.profiling import PROFILERS
 from harness.plan import RunOptions
 
@@ -61,11 +62,20 @@ def add_training_arguments(
     parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
     parser.add_argument("--warmup-blocks", type=int, default=warmup_blocks, help=f"timing blocks dropped as warm-up (default: {warmup_blocks})")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
+    add_isolation_argument(parser)
     own = parser.add_argument_group("your own model (--workload pkg.mod:MyLightningModule)")
     own.add_argument("--datamodule", default="", metavar="PKG.MOD:CLASS", help="the LightningDataModule of an imported --workload")
     own.add_argument("--init-args", default=None, metavar="JSON|@FILE", help="arguments of the imported module: JSON, or a .json/.yaml file (@config.yaml)")
     own.add_argument("--datamodule-args", default=None, metavar="JSON|@FILE", help="arguments of the --datamodule, as --init-args")
     own.add_argument("--monitor", default="val_loss", help="the logged validation metric that early stopping and the val column use (default: val_loss)")
+
+
+def add_isolation_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--isolation", choices=ISOLATIONS, default=default_isolation(),
+        help=f"each run's fresh process: forked from a server that imported torch and Lightning once, or a cold "
+        f"Python per run (~5 s of imports each); multi-process runs are always spawned (default: {default_isolation()})",
+    )
 
 
 def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from harness.commands.options import add_training_arguments, new_run_dir, resolv
 from harness.errors import UserError
 from harness.parity import PLAIN_LABEL, has_plain_equivalent
 from harness.plan import RunOptions, check_trick_runs, parse_params, parse_tricks, plan_runs
-from harness.runner import run_one
+from harness.runner import Launchers, launchers, run_one
 from harness.spec import BASELINE, COMBINE, Result, RunSpec
 from harness.stats import Interval, paired_interval, ratio, ratio_of_ratios
 from harness.trick import TRICKS
@@ -107,6 +107,7 @@ def measure_parity(
     trick_params: dict[str, dict[str, str]] | None = None,
     timeout_s: float | None = None,
     progress: bool = False,
+    isolation: str | None = None,
 ) -> Parity:
     """Run the baseline and each trick through the harness and through the plain loop, ``repeats``
     rounds, every process fresh. A failed baseline is an error; a failed trick is its row's status."""
@@ -123,6 +124,16 @@ def measure_parity(
             rows[label].reason = f"{', '.join(missing)}: no plain PyTorch form in the parity loop"
     parity.tricks = list(rows.values())
     results: dict[tuple[str, bool], list[Result]] = {}
+    with launchers(isolation, run_dir) as using:
+        _run_arms(parity, rows, results, specs, repeats, run_dir, timeout_s, progress, using)
+    _summarise(parity, results)
+    return parity
+
+
+def _run_arms(
+    parity: Parity, rows: dict[str, TrickParity], results: dict[tuple[str, bool], list[Result]], specs: list[RunSpec],
+    repeats: int, run_dir: Path, timeout_s: float | None, progress: bool, using: Launchers,
+) -> None:
     for repeat in range(repeats):
         arms = _arms([s for s in specs if s.repeat == repeat], rows, repeat, repeats)
         parity.orders.append([f"{'plain' if plain else 'harness'}:{spec.label}" for spec, plain in arms])
@@ -130,7 +141,7 @@ def measure_parity(
             row = rows.get(spec.label)
             if row is not None and row.status != "ok":  # skipped or failed in an earlier process: not again
                 continue
-            result = run_one(_plain_spec(spec) if plain else spec, run_dir, timeout_s=timeout_s, plain=plain)
+            result = run_one(_plain_spec(spec) if plain else spec, run_dir, timeout_s=timeout_s, plain=plain, using=using)
             if progress:
                 print(f"  {'plain  ' if plain else 'harness'} {spec.label:<24} r{repeat}: {_describe(result)}", file=sys.stderr)
             share = result.details.get("foreign_cpu_share")
@@ -143,8 +154,6 @@ def measure_parity(
                 row.reason = f"{'plain loop' if plain else 'harness'}: {result.reason or 'no throughput measured'}"
                 continue
             results.setdefault((spec.label, plain), []).append(result)
-    _summarise(parity, results)
-    return parity
 
 
 def _arms(specs: list[RunSpec], rows: dict[str, TrickParity], repeat: int, repeats: int) -> list[tuple[RunSpec, bool]]:
@@ -302,13 +311,13 @@ def main(args: argparse.Namespace) -> int:
     accelerators = resolve_accelerators(args.accelerator)
     options = run_options(args)
     run_dir = new_run_dir(args.out, prefix="parity")
-    report: dict[str, Any] = {"env": env.collect(), "results": []}
+    report: dict[str, Any] = {"env": {**env.collect(), "isolation": args.isolation}, "results": []}
     tables = []
     for workload in workloads:
         for accelerator in accelerators:
             parity = measure_parity(
                 options, workload, accelerator, args.repeats, run_dir, params.workloads, trick_runs, params.tricks,
-                timeout_s=args.timeout, progress=not args.quiet,
+                timeout_s=args.timeout, progress=not args.quiet, isolation=args.isolation,
             )
             report["results"].append(parity_json(parity))
             tables.append(render_table(parity))

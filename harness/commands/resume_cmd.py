@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import env
 from harness.checkpoints import LAST, checkpoint_dir, relative
-from harness.commands.options import positive_float
+from harness.commands.options import add_isolation_argument, positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
 from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, writer_lock
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="also run again the runs whose rows say failed")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_isolation_argument(parser)
     add_target_argument(parser)
 
 
@@ -95,7 +96,7 @@ def resume(args: argparse.Namespace, run_dir: Path) -> int:
         )
         environment = env.collect()
         (run_dir / "env-resume.json").write_text(json.dumps(environment, indent=2) + "\n")
-        run_with_progress(pending, run_dir, args.timeout, args.quiet)
+        run_with_progress(pending, run_dir, args.timeout, args.quiet, args.isolation)
     else:
         print(f"harness: nothing to resume: all {len(specs)} planned runs of {run_dir} have rows", file=sys.stderr)
     order = {spec.run_id: index for index, spec in enumerate(specs)}

@@ -65,18 +65,21 @@ def main(args: argparse.Namespace) -> int:
             trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
         )
         environment = env.collect()
+        environment["isolation"] = args.isolation  # each row records the one it got (harness.isolation)
         (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
         write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
         print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
 
-        results = run_with_progress(specs, run_dir, args.timeout, args.quiet)
+        results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation)
         return report_and_exit_code(run_dir, results, target_val_loss, environment)
 
 
-def run_with_progress(specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool) -> list[Result]:
+def run_with_progress(
+    specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool, isolation: str | None = None
+) -> list[Result]:
     """Run the specs in order, each finished run printed as one line above the progress bar."""
     return run_all(
-        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet,
+        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet, isolation=isolation,
         on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
     )
 

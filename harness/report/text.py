@@ -19,8 +19,9 @@ PROTOCOL = """\
   IQR/median > 10%.
 - FLOP/s: forward + backward FLOPs of the training loss per sample (Lightning's `measure_flops` on a
   meta-device copy of the module) times samples/s. MFU (GPU rows only): FLOP/s over {peaks}.
-- Peak memory is `{mem_kinds}`: on a CPU that is the whole child process's max RSS (torch and Lightning
-  included, hence close ratios); on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
+- Peak memory is `{mem_kinds}`: on a CPU `max_rss_fit` is the run process's RSS high-water mark from the
+  start of `fit` (reset through `/proc/self/clear_refs`; torch and Lightning included, hence close ratios),
+  `max_rss` the same since the process began; on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
 - Losses: train = mean over the last epoch (TensorBoard's `train_loss`: one mean per timing block); val and
   test = `Trainer.validate`/`test` on the final weights.
 - wall s is the whole run after imports: data, setup, tuning, fit, validate and test.

@@ -1,0 +1,204 @@
+"""Fork server and spawn: the same run, the same numbers; nothing a run changes reaches the next one.
+
+Runs go through the real runner (``run_all``), so each one is a real child process: forked from the
+pre-imported server (``harness.zygote``) or spawned cold. A probe LightningModule, written into
+tmp_path and imported by path as a user's own module would be, reports the process-global state it
+finds, flips it, can allocate a known amount during fit, or kill itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import zygote
+from harness.isolation import ForkServer, ForkServerError
+from harness.runner import Launchers, run_all
+from harness.spec import read_results
+
+MiB = 2**20
+
+PROBE = textwrap.dedent(
+    '''
+    import json, os, signal
+    import torch
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+
+    def state():
+        return {
+            "matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "probe_env": os.environ.get("HARNESS_PROBE_FLAG"),
+            "threads": torch.get_num_threads(),
+            "grad_enabled": torch.is_grad_enabled(),
+            "default_dtype": str(torch.get_default_dtype()),
+            "pid": os.getpid(),
+        }
+
+
+    class Probe(pl.LightningModule):
+        def __init__(self, report="", flip=False, ballast_mb=0, kill=False):
+            super().__init__()
+            self.save_hyperparameters()
+            if report:
+                with open(report, "w") as f:
+                    json.dump(state(), f)
+            self.net = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def on_train_start(self):
+            if self.hparams.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.hparams.ballast_mb:  # filled, so every page is resident
+                self.ballast = bytearray(b"\\x01") * (self.hparams.ballast_mb * 2**20)
+
+        def on_fit_end(self):
+            if self.hparams.flip:  # process-global state a careless trick or module leaves behind
+                torch.set_float32_matmul_precision("medium")
+                torch.backends.cudnn.benchmark = True
+                torch.use_deterministic_algorithms(True, warn_only=True)
+                os.environ["HARNESS_PROBE_FLAG"] = "leaked"
+                torch.set_num_threads(1)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(256, 8, generator=g)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=32)
+    '''
+)
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The probe module, importable by the runs' processes (through PYTHONPATH, as a user's package)."""
+    folder = tmp_path / "probe_pkg"
+    folder.mkdir()
+    (folder / "probe_models.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p))
+    return folder
+
+
+def probe_spec(make_spec, run_id: str, **init_args):
+    return make_spec(
+        run_id=run_id, workload="probe_models:Probe", datamodule="probe_models:Data", init_args=init_args,
+        max_epochs=1, block_steps=2, warmup_blocks=0, checkpoints=False,
+    )
+
+
+def comparable(details: dict) -> dict:
+    """A row's details without what differs between any two processes: timings, contention, pids."""
+    varying = ("foreign_cpu_share", "contention", "busy_cpus", "log", "cpu_percent", "warnings")  # warnings: contention
+    return {k: v for k, v in details.items() if not any(word in k for word in varying)}
+
+
+def test_fork_and_spawn_give_bit_identical_losses_and_the_same_details(make_spec, tmp_path: Path) -> None:
+    rows = {}
+    for isolation in ("fork", "spawn"):
+        (result,) = run_all([make_spec(run_id=f"same-{isolation}")], tmp_path / isolation, show_progress=False, isolation=isolation)
+        assert result.status == "ok", result.reason
+        assert result.isolation == isolation and "isolation_note" not in result.details
+        rows[isolation] = result
+    fork, spawn = rows["fork"], rows["spawn"]
+    assert (fork.train_loss, fork.val_loss, fork.test_loss) == (spawn.train_loss, spawn.val_loss, spawn.test_loss)
+    assert [p["val_loss"] for p in fork.curve] == [p["val_loss"] for p in spawn.curve]
+    assert (fork.steps, fork.optimizer_steps, fork.epochs, fork.precision) == (spawn.steps, spawn.optimizer_steps, spawn.epochs, spawn.precision)
+    assert comparable(fork.details) == comparable(spawn.details)
+    assert fork.mem_kind == spawn.mem_kind == "max_rss_fit"
+
+
+def test_global_state_one_run_flips_does_not_reach_the_next(probe: Path, make_spec, tmp_path: Path) -> None:
+    reports = [tmp_path / f"state-{i}.json" for i in range(2)]
+    specs = [probe_spec(make_spec, f"flip-{i}", report=str(path), flip=True) for i, path in enumerate(reports)]
+    results = run_all(specs, tmp_path / "run", show_progress=False, isolation="fork")
+    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
+    assert [r.isolation for r in results] == ["fork", "fork"]
+    first, second = (json.loads(path.read_text()) for path in reports)
+    assert first["pid"] != second["pid"]
+    first.pop("pid"), second.pop("pid")
+    assert second == first  # the second run found what the first found, not what the first left
+    assert second["matmul_precision"] == "highest" and second["probe_env"] is None and second["cudnn_benchmark"] is False
+
+
+def test_a_trick_that_sets_threads_leaves_the_next_run_with_the_default(make_spec, tmp_path: Path) -> None:
+    specs = [make_spec(["cpu-threads"], run_id="one-thread", max_epochs=1), make_spec(run_id="after", max_epochs=1)]
+    threaded, after = run_all(specs, tmp_path, show_progress=False, isolation="fork")
+    assert threaded.details["threads_in_fit"]["intra_op"] == 1
+    import torch
+
+    assert after.details["threads_in_fit"]["intra_op"] == torch.get_num_threads() > 0
+
+
+def test_a_child_killed_with_sigkill_is_a_failed_row_and_the_server_serves_the_next(probe: Path, make_spec, tmp_path: Path) -> None:
+    specs = [probe_spec(make_spec, "killed", kill=True), probe_spec(make_spec, "next")]
+    killed, following = run_all(specs, tmp_path, show_progress=False, isolation="fork")
+    assert killed.status == "failed" and killed.reason.startswith("killed by SIGKILL")
+    assert following.status == "ok", following.reason
+    assert killed.isolation == following.isolation == "fork" and "isolation_note" not in following.details
+    assert [r.run_id for r in read_results(tmp_path / "results.jsonl")] == ["killed", "next"]
+
+
+def test_a_forked_run_past_its_timeout_is_killed_and_the_next_runs(make_spec, tmp_path: Path) -> None:
+    hung, healthy = run_all(
+        [make_spec(run_id="hang"), make_spec(run_id="quick", max_epochs=1)], tmp_path, timeout_s=0.5, show_progress=False, isolation="fork"
+    )
+    assert hung.status == "failed" and hung.reason == "timed out after 0.5 s" and hung.isolation == "fork"
+    # the healthy run needs more than 0.5 s too on this machine; it is the server's answer that matters
+    assert healthy.isolation == "fork" and healthy.reason in ("", "timed out after 0.5 s")
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_cpu_peak_memory_is_the_runs_own(isolation: str, probe: Path, make_spec, tmp_path: Path) -> None:
+    specs = [probe_spec(make_spec, "lean"), probe_spec(make_spec, "ballast", ballast_mb=500)]
+    lean, heavy = run_all(specs, tmp_path, show_progress=False, isolation=isolation)
+    assert lean.status == heavy.status == "ok", (lean.reason, heavy.reason)
+    assert lean.mem_kind == heavy.mem_kind == "max_rss_fit"
+    extra = (heavy.peak_mem_bytes - lean.peak_mem_bytes) / MiB
+    assert 450 < extra < 560, f"{isolation}: the 500 MB run peaked {extra:.0f} MiB above the lean one"
+
+
+def test_multi_process_runs_are_spawned_and_say_why(make_spec, tmp_path: Path) -> None:
+    using = Launchers("fork", tmp_path)
+    launcher, note = using.choose(make_spec(devices=2, strategy="ddp"))
+    assert launcher.name == "spawn" and "Lightning's own launcher" in note
+    launcher, note = using.choose(make_spec())
+    assert launcher.name == "fork" and note == ""
+    assert Launchers("spawn", tmp_path).choose(make_spec())[0].name == "spawn"
+
+
+def test_a_server_that_cannot_start_means_spawned_runs_that_say_so(make_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self, env, cwd=""):
+        raise ForkServerError("fork server: the CUDA driver (libcuda.so) is loaded in the fork server")
+
+    monkeypatch.setattr(ForkServer, "start", refuse)
+    (result,) = run_all([make_spec(run_id="fallback", max_epochs=1)], tmp_path, show_progress=False, isolation="fork")
+    assert result.status == "ok" and result.isolation == "spawn"
+    assert "libcuda.so" in result.details["isolation_note"] and "spawned instead" in result.details["isolation_note"]
+
+
+def test_the_server_refuses_to_fork_once_cuda_or_a_python_thread_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import torch
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert "CUDA" not in zygote.fork_hazard()  # nothing here has touched CUDA
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert zygote.fork_hazard() == "CUDA is initialised in the fork server"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert zygote.fork_hazard() == "the fork server runs 2 Python threads"
