@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import plots
-from harness.report.table import GROUP, cell_marks, display_table, summary_frame
+from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.errors import UserError
 from harness.rundir import inside_run_dir
@@ -48,6 +48,7 @@ class Group:
     target_text: str
     pareto: list[str]
     plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the table's "[n]" notes, see table.table_notes
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows
     front = plots.pareto_mask(rows["wall_s"], rows["val_loss"])
     group = Group(
         key=key, heading=heading, summary=rows, table=display_table(rows), marks=cell_marks(rows),
-        target_text=target_text, pareto=list(rows.loc[front, "trick"]),
+        target_text=target_text, pareto=list(rows.loc[front, "trick"]), notes=table_notes(rows),
     )
     if not draw:
         return group
