@@ -88,7 +88,7 @@ def render_markdown(report: Report) -> str:
         lines += ["## What each trick did", ""]
         for details in report.details:
             items = ", ".join(f"{k}={v}" for k, v in details.items.items())
-            links = "".join(f" [{image.path}]({image.path})" for image in details.images)
+            links = "".join(f" [{image.title}]({image.path})" for image in details.images)
             links += "".join(f" [{label}]({path})" for label, path in details.links)
             lines.append(f"- **{details.heading}**: {items}{links}")
         lines.append("")
