@@ -29,7 +29,7 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
 from harness.errors import UserError
-from harness.report.table import split_columns
+from harness.report.table import PART_TITLES, split_columns
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
 from harness.rundir import inside_run_dir
 
@@ -170,16 +170,16 @@ def notes_html(notes: list[str], index: int) -> str:
 
 
 def _group_html(report: Report, group: Group, index: int) -> str:
-    main, rest = split_columns(group.table)
-    main_marks, rest_marks = split_columns(group.marks)
+    (main, *others), (main_marks, *other_marks) = split_columns(group.table), split_columns(group.marks)
     parts = [
         f'<h2 id="group-{index}">{html.escape(group.heading)}</h2>',
         md(group.target_text),
         styled_table(main, main_marks, uuid=f"group{index}"),
         notes_html(group.notes, index),
     ]
-    if len(rest.columns) > 1:
-        parts += ["<p>More numbers:</p>", styled_table(rest, rest_marks, uuid=f"group{index}more")]
+    for number, (title, part, marks) in enumerate(zip(PART_TITLES[1:], others, other_marks), 1):
+        if len(part.columns) > 1:
+            parts += [f"<p>{html.escape(title)}</p>", styled_table(part, marks, uuid=f"group{index}part{number}")]
     parts.append(LEGEND)
     if group.pareto:
         parts.append(md(f"Pareto front (cheapest for their val loss): **{', '.join(group.pareto)}**."))

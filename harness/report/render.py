@@ -15,7 +15,7 @@ import pandas as pd
 
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
-from harness.report.table import results_frame, split_columns
+from harness.report.table import PART_TITLES, results_frame, split_columns
 from harness.report.text import FILES_TEXT, MARK_LEGEND, TERMINAL_FOOTER, header_lines, problem_lines, protocol_text, warning_lines
 from harness.errors import UserError
 from harness.rundir import read_json
@@ -55,7 +55,7 @@ def terminal_tables(groups: list[Group]) -> str:
     its notes (wrapped): the other columns are in report.md, report.html and summary.csv."""
     parts = []
     for group in groups:
-        main, _ = split_columns(group.table)
+        main = split_columns(group.table)[0]
         text = group.heading + "\n\n" + main.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
         if group.notes:
             text += "\n\n" + "\n".join(wrapped_notes(group.notes))
@@ -65,13 +65,13 @@ def terminal_tables(groups: list[Group]) -> str:
 
 
 def _group_markdown(group: Group) -> list[str]:
-    main, rest = split_columns(group.table)
-    main_marks, rest_marks = split_columns(group.marks)
+    (main, *others), (main_marks, *other_marks) = split_columns(group.table), split_columns(group.marks)
     lines = [f"## {group.heading}", "", group.target_text, "", markdown_table(main, main_marks), ""]
     if group.notes:
         lines += [f"- [{number}] {note}" for number, note in enumerate(group.notes, 1)] + [""]
-    if len(rest.columns) > 1:
-        lines += ["More numbers:", "", markdown_table(rest, rest_marks), ""]
+    for title, part, marks in zip(PART_TITLES[1:], others, other_marks):
+        if len(part.columns) > 1:
+            lines += [title, "", markdown_table(part, marks), ""]
     lines += [MARK_LEGEND, ""]
     if group.pareto:
         lines += [f"Pareto front (cheapest for their val loss): {', '.join(group.pareto)}.", ""]

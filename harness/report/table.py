@@ -160,7 +160,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
     The ``note`` column holds references (``[1]``) to :func:`table_notes`, so that a long warning
     wraps below the table instead of widening every row. :func:`split_columns` divides the columns
-    into the main table and the rest.
+    into the main table and two more.
     """
     out = pd.DataFrame()
     out["trick"] = summary["trick"]
@@ -200,16 +200,22 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 # The main table: what a reader needs to decide (the terminal shows only these). The other columns
-# (test loss, ms/batch, train loss, samples to target, FLOP/s, MFU, GPU/CPU, runs, precision, batch, opt steps)
-# follow in report.md and report.html as a second table, and every number is in summary.csv.
+# follow in report.md and report.html as two more tables, and every number is in summary.csv: the
+# rest of the measurements, then how each row ran. Three tables of at most ~10 columns each keep
+# every line under ~160 characters in report.md and every table inside a 1,400 px window.
 MAIN_COLUMNS = ["trick", "status", "samples/s", "peak mem MiB", "val loss", "wall s", "to target s", "note"]
+SETUP_COLUMNS = ["runs", "precision", "batch", "opt steps"]
+PART_TITLES = ("", "More numbers:", "How each row ran:")
 
 
-def split_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(main table, the rest with ``trick`` first) of a display table or its marks."""
+def split_columns(table: pd.DataFrame) -> list[pd.DataFrame]:
+    """[main table, more numbers, setup] of a display table or its marks, each with ``trick`` first;
+    a part with no column but ``trick`` is left out (its title in :data:`PART_TITLES` goes with it)."""
     main = [c for c in MAIN_COLUMNS if c in table.columns]
-    rest = ["trick", *(c for c in table.columns if c not in main)]
-    return table[main], table[rest]
+    setup = [c for c in SETUP_COLUMNS if c in table.columns]
+    more = [c for c in table.columns if c not in main and c not in setup]
+    return [table[["trick", *columns]] if columns and columns[0] != "trick" else table[columns]
+            for columns in (main, more, setup)]
 
 
 def _note_items(reason: object, details: object) -> list[str]:
