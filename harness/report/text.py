@@ -76,7 +76,7 @@ def test_weights_text(results: list[Result]) -> str:
         kind = {"final": "the final weights"}.get(kind, kind)
         kinds.setdefault(kind, []).append(r.trick)
     if not kinds:
-        return "the weights each row's `test_weights` detail names"
+        return "weights that these rows do not name (no `test_weights` detail: rows from an older harness)"
     if len(kinds) == 1:
         (kind,) = kinds
         return {"best.ckpt": "`best.ckpt`, the epoch with the best monitored val metric (Lightning's `ckpt_path=\"best\"`)",
