@@ -16,7 +16,7 @@ from harness.report import write_report
 from harness.report.build import build_report
 from harness.report.plots import pareto_mask
 from harness.report.render import markdown_table
-from harness.report.table import cell_marks, display_table, summary_frame
+from harness.report.table import cell_marks, display_table, split_columns, summary_frame
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.spec import Result, read_results
 
@@ -88,13 +88,19 @@ def make_run(run_dir: Path, results: list[Result], tb: bool = True) -> Path:
     return run_dir
 
 
-def table_rows(markdown: str) -> dict[str, list[str]]:
-    """The first Markdown table of a report, as trick -> cells (marks stripped)."""
-    rows = {}
-    for line in markdown.splitlines():
-        if line.startswith("| ") and not line.startswith("| trick") and not line.startswith("|:"):
-            cells = [c.strip().strip("*_") for c in line.strip("|").split("|")]
-            rows.setdefault(cells[0], cells)
+def table_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The first group's Markdown tables (the main one and the two under it) as trick -> column -> cell,
+    marks stripped."""
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in markdown.split("\n## ")[1].splitlines():
+        if not line.startswith("| ") or line.startswith("|:"):
+            continue
+        cells = [c.strip().strip("*_") for c in line.strip("|").split("|")]
+        if cells[0] == "trick":
+            header = cells
+        else:
+            rows.setdefault(cells[0], {}).update(zip(header, cells))
     return rows
 
 
@@ -111,8 +117,9 @@ def test_rerendering_the_stored_results_jsonl_gives_the_same_table_and_files(tmp
         assert (run_dir / name).read_bytes() == content, name
     assert {p.name: p.read_bytes() for p in (run_dir / "plots").glob("*.png")} == plots
     summary = summary_frame(read_results(run_dir / "results.jsonl"))
-    expected = markdown_table(display_table(summary), cell_marks(summary))
-    assert expected in (run_dir / "report.md").read_text()
+    markdown = (run_dir / "report.md").read_text()
+    for part, marks in zip(split_columns(display_table(summary)), split_columns(cell_marks(summary))):
+        assert markdown_table(part, marks) in markdown
 
 
 def test_table_shows_ratios_status_and_time_to_target(tmp_path: Path) -> None:
@@ -121,14 +128,12 @@ def test_table_shows_ratios_status_and_time_to_target(tmp_path: Path) -> None:
     write_report(run_dir, results, ENV)
     markdown = (run_dir / "report.md").read_text()
     rows = table_rows(markdown)
-    columns = ["trick", "status", "samples/s", "ms/batch", "peak mem MiB", "train loss", "val loss", "test loss",
-               "wall s", "to target s", "to target samples"]
-    fast, slow, base = (dict(zip(columns, rows[name])) for name in ("fast", "slow", "baseline"))
+    fast, slow, base = (rows[name] for name in ("fast", "slow", "baseline"))
     assert fast["samples/s"].startswith("20,000 (2.00x)")
     assert base["to target s"] == "3.00" and base["to target samples"] == "3,000"  # the baseline reaches its own loss at the end
     assert fast["to target s"] == "1.00" and fast["to target samples"] == "2,000"
     assert slow["to target s"] == "not reached"
-    assert rows["half"][1] == "skipped" and rows["boom"][1] == "failed"
+    assert rows["half"]["status"] == "skipped" and rows["boom"]["status"] == "failed"
     assert "Target val loss: 0.2 (the baseline's final val loss)." in markdown
     assert "- **boom** (ae, cpu, repeat 0): failed: non-finite loss: nan" in markdown
     for plot in ("ae-digits-cpu-throughput-memory.png", "ae-digits-cpu-loss-curves.png", "ae-digits-cpu-pareto.png"):
@@ -137,7 +142,7 @@ def test_table_shows_ratios_status_and_time_to_target(tmp_path: Path) -> None:
 
     write_report(run_dir, results, ENV, target_val_loss=0.45)
     rows = table_rows((run_dir / "report.md").read_text())
-    assert rows["slow"][columns.index("to target s")] == "6.00"  # 0.4 <= 0.45 at its third validation
+    assert rows["slow"]["to target s"] == "6.00"  # 0.4 <= 0.45 at its third validation
 
 
 def test_best_worst_and_noisy_cells_are_marked_in_both_pages(tmp_path: Path) -> None:
@@ -192,7 +197,7 @@ def test_a_partial_run_without_a_baseline_still_renders(tmp_path: Path) -> None:
     assert cli_main(["report", str(run_dir)]) == 0
     markdown = (run_dir / "report.md").read_text()
     assert "Target val loss: none" in markdown
-    assert table_rows(markdown)["fast"][2] == "20,000 ±2%"  # no baseline: no ratio
+    assert table_rows(markdown)["fast"]["samples/s"] == "20,000 ±2%"  # no baseline: no ratio
     assert (run_dir / "report.html").is_file()
 
 

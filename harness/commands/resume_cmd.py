@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder written by 'python -m harness run'")
     parser.add_argument("--retry-failed", action="store_true", help="also run again the runs whose rows say failed")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     add_isolation_argument(parser)
     add_target_argument(parser)
 

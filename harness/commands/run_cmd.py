@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="TRICK.PARAM=VALUE", help="set a trick parameter, e.g. grad-clipping.value=0.5 (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every cell, interleaved (default: 1)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the run folder (default: reports/)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     add_target_argument(parser)
     add_training_arguments(parser)
     add_workflow_arguments(parser)
@@ -77,9 +77,13 @@ def main(args: argparse.Namespace) -> int:
 def run_with_progress(
     specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool, isolation: str | None = None
 ) -> list[Result]:
-    """Run the specs in order, each finished run printed as one line above the progress bar."""
+    """Run the specs in order, each finished run printed as one line (above the progress bar on a terminal).
+
+    The bar redraws itself with carriage returns: only a terminal shows that as one line. Piped into a
+    file or a CI log every frame would stay, so there it is off and the log holds the per-run lines alone.
+    """
     return run_all(
-        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet, isolation=isolation,
+        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation,
         on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
     )
 

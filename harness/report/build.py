@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import plots
-from harness.report.table import GROUP, cell_marks, display_table, summary_frame
+from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.errors import UserError
 from harness.rundir import inside_run_dir
@@ -48,6 +48,7 @@ class Group:
     target_text: str
     pareto: list[str]
     plots: list[Plot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the table's "[n]" notes, see table.table_notes
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows
     front = plots.pareto_mask(rows["wall_s"], rows["val_loss"])
     group = Group(
         key=key, heading=heading, summary=rows, table=display_table(rows), marks=cell_marks(rows),
-        target_text=target_text, pareto=list(rows.loc[front, "trick"]),
+        target_text=target_text, pareto=list(rows.loc[front, "trick"]), notes=table_notes(rows),
     )
     if not draw:
         return group
@@ -122,7 +123,8 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows
     group.plots.append(_save(run_dir, f"{name}-throughput-memory.png", plots.throughput_memory_figure(rows, heading),
                              "Throughput and peak memory per trick",
                              "Bars: median; whiskers: IQR over timing blocks; hatched: noisy (IQR/median > 10%). "
-                             "Green: better than the baseline, red: worse."))
+                             "Green: better than the baseline, red: worse; grey: within 1% of the baseline (peak memory: "
+                             "within its noise band, 5% for a CPU's max RSS, 1% for CUDA's max allocated)."))
     series, x_label = _loss_series(run_dir, results, key, list(rows["trick"]))
     if any(series.values()):
         group.plots.append(_save(run_dir, f"{name}-loss-curves.png",
@@ -220,12 +222,29 @@ def _trick_details(run_dir: Path, results: list[Result], draw: bool) -> list[Tri
                 continue
             items[name] = _format_value(value)
             if name.endswith("_png") and run_file(run_dir, value) is not None:
-                images.append(Plot(title=f"{trick}: {name}", path=Path(value).as_posix()))
+                images.append(image_plot(trick, name, result))
         if draw:
             images += _lr_curve_plots(run_dir, result, images)
         heading = f"{trick} ({workload}, {dataset}, {accelerator})"
         out.append(TrickDetails(trick=trick, heading=heading, items=items, images=images, links=_links(result)))
     return out
+
+
+# A trick's own figures (details ending in "_png"): what each shows, for the page's caption
+IMAGE_TITLES = {
+    "lr_curve_png": ("loss against learning rate (Lightning's LR finder)",
+                     "Lightning's own plot of the LR finder's search (`LRFinder.plot`); the red dot is the suggested "
+                     "learning rate, which the run then trained with."),
+}
+
+
+def image_plot(trick: str, name: str, result: Result) -> Plot:
+    """A trick's own PNG with a human title and caption (the detail's key only when it is an unknown one)."""
+    title, caption = IMAGE_TITLES.get(name, (name.removesuffix("_png").replace("_", " "), ""))
+    found = result.details.get("found_lr")
+    if name == "lr_curve_png" and isinstance(found, (int, float)):
+        caption += f" Suggested: {found:.3g}."
+    return Plot(title=f"{trick}: {title}", path=Path(str(result.details[name])).as_posix(), caption=caption)
 
 
 def run_file(run_dir: Path, value: object) -> Path | None:

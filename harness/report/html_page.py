@@ -29,6 +29,7 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
 from harness.errors import UserError
+from harness.report.table import PART_TITLES, split_columns
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
 from harness.rundir import inside_run_dir
 
@@ -37,27 +38,32 @@ if TYPE_CHECKING:
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1500px;
-       padding: 0 1rem; color: #222; line-height: 1.45; }
+       padding: 0 1rem; color: #222; line-height: 1.45; overflow-wrap: anywhere; }
 h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.5rem; }
 code { background: #f3f3f3; padding: 0 .2rem; border-radius: 3px; font-size: .9em; }
-table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; }
-th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f5f5f5; }
-.scroll { overflow-x: auto; }
-table.results td { white-space: nowrap; font-variant-numeric: tabular-nums; }
-table.results td:last-child { white-space: normal; min-width: 18rem; }
+table.results td { font-variant-numeric: tabular-nums; }
 td.best { background: #dff3e4; font-weight: bold; } td.worst { background: #fbe3e1; }
 td.noisy { outline: 2px dashed #e69500; outline-offset: -3px; }
-.legend span { padding: 0 .4rem; margin-right: .6rem; }
+td.short { color: #777; font-style: italic; }
+ol.notes { font-size: .85rem; margin: .2rem 0 1rem; padding-left: 2.2rem; max-width: 70rem; }
+ol.notes li::marker { content: "[" counter(list-item) "] "; }
+.legend { font-size: .85rem; } .legend span { padding: 0 .4rem; margin-right: .6rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85rem; color: #555; }
 nav ul { columns: 2; } .details { display: flex; flex-wrap: wrap; gap: 1.5rem; }
-.details section { min-width: 20rem; }
+.details section { min-width: 20rem; flex: 1 1 20rem; max-width: 100%; }
 """
 LEGEND = (
     '<p class="legend"><span class="best" style="background:#dff3e4;font-weight:bold">best of its column</span>'
     '<span style="background:#fbe3e1">worst</span>'
-    '<span style="outline:2px dashed #e69500">noisy: the interquartile range over timing blocks is more than 10% of the median</span></p>'
+    '<span style="outline:2px dashed #e69500">noisy: the interquartile range over timing blocks is more than 10% of the median</span>'
+    '<span style="color:#777;font-style:italic">too short: fewer than 2 timing blocks after warm-up, never best or worst</span>'
+    "<br>Values within 1% of each other tie (no colour between them); peak memory ties within its noise band: "
+    "5% for a CPU's max RSS (the whole process, which moves 1-3% between identical runs), 1% for CUDA's max "
+    "allocated. <code>[n]</code>: the numbered note under the table.</p>"
 )
 
 
@@ -155,13 +161,26 @@ def _file_link(run_dir: Path, label: str, path: object) -> str:
     return f"<li>{html.escape(label)}: {html.escape(str(path))} (not a file inside the run folder; not linked)</li>"
 
 
+def notes_html(notes: list[str], index: int) -> str:
+    """A group's notes as a numbered list under its table (the table's note column says ``[n]``)."""
+    if not notes:
+        return ""
+    items = "".join(f'<li id="group-{index}-note-{n}">{html.escape(note)}</li>' for n, note in enumerate(notes, 1))
+    return f'<ol class="notes">{items}</ol>'
+
+
 def _group_html(report: Report, group: Group, index: int) -> str:
+    (main, *others), (main_marks, *other_marks) = split_columns(group.table), split_columns(group.marks)
     parts = [
         f'<h2 id="group-{index}">{html.escape(group.heading)}</h2>',
         md(group.target_text),
-        '<div class="scroll">' + styled_table(group.table, group.marks, uuid=f"group{index}") + "</div>",
-        LEGEND,
+        styled_table(main, main_marks, uuid=f"group{index}"),
+        notes_html(group.notes, index),
     ]
+    for number, (title, part, marks) in enumerate(zip(PART_TITLES[1:], others, other_marks), 1):
+        if len(part.columns) > 1:
+            parts += [f"<p>{html.escape(title)}</p>", styled_table(part, marks, uuid=f"group{index}part{number}")]
+    parts.append(LEGEND)
     if group.pareto:
         parts.append(md(f"Pareto front (cheapest for their val loss): **{', '.join(group.pareto)}**."))
     parts += [figure_html(report.run_dir, plot) for plot in group.plots]

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from harness.report.table import mem_noise
 from harness.spec import BASELINE
 
 BASELINE_COLOR = "#555555"
@@ -65,12 +66,12 @@ def pareto_mask(cost: pd.Series, loss: pd.Series) -> pd.Series:
 
 def _bar_panel(axes, labels: list[str], values: pd.Series, ratios: pd.Series, statuses: list[str],
                higher_is_better: bool, title: str, xerr: pd.Series | None = None,
-               hatched: pd.Series | None = None) -> None:
+               hatched: pd.Series | None = None, same_within: float = SAME_WITHIN) -> None:
     y = np.arange(len(labels))
     heights = values.fillna(0.0).to_numpy(dtype=float)
     colors = []
     for label, ratio in zip(labels, ratios):
-        if label == BASELINE or pd.isna(ratio) or abs(ratio - 1.0) <= SAME_WITHIN:
+        if label == BASELINE or pd.isna(ratio) or abs(ratio - 1.0) <= same_within:
             colors.append(BASELINE_COLOR)
         else:
             colors.append(BETTER if (ratio > 1.0) == higher_is_better else WORSE)
@@ -99,7 +100,8 @@ def throughput_memory_figure(summary: pd.DataFrame, title: str) -> Figure:
     """Two horizontal bar charts per trick: training throughput and peak memory, ratio to the baseline.
 
     Bars: the median; whiskers: the IQR over timing blocks (centred); hatched: a noisy measurement.
-    Green: better than the baseline, red: worse, grey: the baseline or no change.
+    Green: better than the baseline, red: worse, grey: the baseline or no change (within 1%; memory within
+    its noise band, ``table.MEM_NOISE``).
     """
     labels = list(summary["trick"])
     statuses = [str(s) for s in summary["status"]]
@@ -110,8 +112,9 @@ def throughput_memory_figure(summary: pd.DataFrame, title: str) -> Figure:
                "training throughput, samples/s (higher is better)", xerr=summary["samples_per_s_iqr"],
                hatched=summary["noisy"])
     mem_kind = ", ".join(sorted({k for k in summary["mem_kind"].dropna() if k})) or "peak memory"
+    band = mem_noise(list(summary["mem_kind"]))
     _bar_panel(right, labels, summary["peak_mem_bytes"] / 2**20, summary["peak_mem_bytes_ratio"], statuses, False,
-               f"peak memory, MiB ({mem_kind}; lower is better)")
+               f"peak memory, MiB ({mem_kind}; lower is better; grey within ±{band:.0%})", same_within=band)
     figure.suptitle(title, fontsize=11)
     return figure
 
@@ -167,20 +170,83 @@ def _draw_curves(axes, curves: Mapping[str, pd.DataFrame], color: str, label: st
                   markersize=3, label=f"{label} val")
 
 
+# Where a Pareto label may sit around its point, in points (tried in this order): right, left, above,
+# below, then farther out. The first place that overlaps no label placed before and no point wins.
+LABEL_OFFSETS = [(6, 4), (6, -11), (-6, 4), (-6, -11), (0, 10), (0, -17), (6, 18), (6, -25), (-6, 18), (-6, -25),
+                 (6, 32), (6, -39), (-6, 32), (-6, -39), (6, 46), (6, -53), (-6, 46), (-6, -53)]
+
+
+def place_labels(figure: Figure, axes, labels: list[tuple[str, float, float, bool]]) -> list:
+    """Annotate each (text, x, y, bold) point where its label overlaps no earlier label nor any point.
+
+    Greedy, in the order given, with the text's real extent from an Agg renderer; a label that finds
+    no free place among :data:`LABEL_OFFSETS` takes the one that overlaps least. The labels do not
+    take part in the layout (the axes keep their size however crowded the labels are).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    figure.draw_without_rendering()  # settle the layout, so that data -> pixels is final
+    renderer = canvas.get_renderer()
+    dots = [axes.transData.transform((x, y)) for _, x, y, _ in labels]
+    radius = 4 * figure.dpi / 72  # a marker's half size in pixels
+    taken = [Bbox.from_extents(px - radius, py - radius, px + radius, py + radius) for px, py in dots]
+    frame = axes.get_window_extent(renderer)
+    annotations = []
+    for text, x, y, bold in labels:
+        best, best_cost = None, math.inf
+        for dx, dy in LABEL_OFFSETS:
+            far = abs(dy) > 11  # away from its point: a thin leader line says whose label it is
+            annotation = axes.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                                       ha="left" if dx >= 0 else "right", fontweight="bold" if bold else "normal",
+                                       arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.6} if far else None)
+            annotation.set_in_layout(False)
+            annotation.update_positions(renderer)
+            box = Text.get_window_extent(annotation, renderer)  # the text alone, not its leader line
+            cost = sum(_overlap(box, other) for other in taken) + 10 * _outside(box, frame)
+            if cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best, best_cost, best_box = annotation, cost, box
+            else:
+                annotation.remove()
+            if cost == 0:
+                break
+        taken.append(best_box)
+        annotations.append(best)
+    return annotations
+
+
+def _overlap(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
+
+
+def _outside(box, frame) -> float:
+    """The area of ``box`` that lies outside ``frame`` (a label cut by the axes' edge)."""
+    return box.width * box.height - _overlap(box, frame)
+
+
 def pareto_figure(summary: pd.DataFrame, title: str, colors: Mapping[str, str]) -> Figure:
-    """Wall time against final val loss, one point per row; the Pareto front joined and labelled."""
+    """Wall time against final val loss, one point per row; the Pareto front joined and labelled.
+
+    Every point is labelled with its trick, placed so that labels do not cover each other
+    (:func:`place_labels`): rows of the same wall time and loss (a trick that changed nothing) sit on one spot.
+    """
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.subplots()
     data = summary[["trick", "wall_s", "val_loss"]].dropna()
     front = pareto_mask(data["wall_s"], data["val_loss"])
-    rank = data["wall_s"].rank(method="first")  # labels of neighbours alternate above and below
-    for (index, row), on_front in zip(data.iterrows(), front):
+    labels = []
+    for (_, row), on_front in zip(data.iterrows(), front):
         color = colors.get(row["trick"], "C0")
         axes.scatter(row["wall_s"], row["val_loss"], s=60 if on_front else 35, color=color,
                      edgecolors="black" if on_front else color, linewidths=1.2 if on_front else 0,
                      alpha=1.0 if on_front else 0.6, zorder=3)
-        axes.annotate(row["trick"], (row["wall_s"], row["val_loss"]), textcoords="offset points", xytext=(5, 4 if rank[index] % 2 else -11),
-                      fontsize=8, fontweight="bold" if on_front else "normal")
+        labels.append((str(row["trick"]), float(row["wall_s"]), float(row["val_loss"]), bool(on_front)))
     best = data[front].sort_values("wall_s")
     if len(best) > 1:
         axes.step(best["wall_s"], best["val_loss"], where="post", color="black", linewidth=1, alpha=0.6,
@@ -189,7 +255,10 @@ def pareto_figure(summary: pd.DataFrame, title: str, colors: Mapping[str, str]) 
     axes.set_xlabel("wall time, s (whole run)")
     axes.set_ylabel("final val loss")
     axes.grid(alpha=0.3)
+    axes.margins(x=0.15, y=0.12)  # room for the labels of the outermost points
     axes.set_title(title + "\nbold, outlined: Pareto front (no other run is both faster and lower-loss)", fontsize=10)
+    labels.sort(key=lambda label: (not label[3], label[1]))  # the front's labels first: they get the best places
+    place_labels(figure, axes, labels)
     return figure
 
 

@@ -7,6 +7,7 @@ Every file is regenerated from results.jsonl (and the run's TensorBoard logs and
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ import pandas as pd
 
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
-from harness.report.table import results_frame
-from harness.report.text import FILES_TEXT, MARK_LEGEND, header_lines, problem_lines, protocol_text, warning_lines
+from harness.report.table import PART_TITLES, results_frame, split_columns
+from harness.report.text import FILES_TEXT, MARK_LEGEND, TERMINAL_FOOTER, header_lines, problem_lines, protocol_text, warning_lines
 from harness.errors import UserError
 from harness.rundir import read_json
 from harness.spec import Result
@@ -37,17 +38,41 @@ def markdown_table(table: pd.DataFrame, marks: pd.DataFrame | None = None) -> st
     return table.to_markdown(index=False, disable_numparse=True)
 
 
+NOTE_WIDTH = 100  # notes wrap at this width under a table, in the terminal
+
+
+def wrapped_notes(notes: list[str], width: int = NOTE_WIDTH) -> list[str]:
+    """``[n] text`` per note, wrapped with a hanging indent (terminal)."""
+    lines = []
+    for number, note in enumerate(notes, 1):
+        lines += textwrap.wrap(note, width=width, initial_indent=f"[{number}] ", subsequent_indent=" " * (len(str(number)) + 3),
+                               break_long_words=True, break_on_hyphens=False) or [f"[{number}]"]
+    return lines
+
+
 def terminal_tables(groups: list[Group]) -> str:
-    """The groups' tables as plain text, under the same headings as report.md."""
+    """The groups' main tables as plain text, under the same headings as report.md, each followed by
+    its notes (wrapped): the other columns are in report.md, report.html and summary.csv."""
     parts = []
     for group in groups:
-        parts.append(group.heading)
-        parts.append(group.table.to_markdown(index=False, tablefmt="simple", disable_numparse=True))
+        main = split_columns(group.table)[0]
+        text = group.heading + "\n\n" + main.to_markdown(index=False, tablefmt="simple", disable_numparse=True)
+        if group.notes:
+            text += "\n\n" + "\n".join(wrapped_notes(group.notes))
+        parts.append(text)
+    parts.append(TERMINAL_FOOTER)
     return "\n\n".join(parts)
 
 
 def _group_markdown(group: Group) -> list[str]:
-    lines = [f"## {group.heading}", "", group.target_text, "", markdown_table(group.table, group.marks), "", MARK_LEGEND, ""]
+    (main, *others), (main_marks, *other_marks) = split_columns(group.table), split_columns(group.marks)
+    lines = [f"## {group.heading}", "", group.target_text, "", markdown_table(main, main_marks), ""]
+    if group.notes:
+        lines += [f"- [{number}] {note}" for number, note in enumerate(group.notes, 1)] + [""]
+    for title, part, marks in zip(PART_TITLES[1:], others, other_marks):
+        if len(part.columns) > 1:
+            lines += [title, "", markdown_table(part, marks), ""]
+    lines += [MARK_LEGEND, ""]
     if group.pareto:
         lines += [f"Pareto front (cheapest for their val loss): {', '.join(group.pareto)}.", ""]
     for plot in group.plots:
@@ -63,7 +88,7 @@ def render_markdown(report: Report) -> str:
         lines += ["## What each trick did", ""]
         for details in report.details:
             items = ", ".join(f"{k}={v}" for k, v in details.items.items())
-            links = "".join(f" [{image.path}]({image.path})" for image in details.images)
+            links = "".join(f" [{image.title}]({image.path})" for image in details.images)
             links += "".join(f" [{label}]({path})" for label, path in details.links)
             lines.append(f"- **{details.heading}**: {items}{links}")
         lines.append("")
@@ -79,7 +104,7 @@ def render_markdown(report: Report) -> str:
 
 SUMMARY_COLUMNS = [
     "workload", "dataset", "accelerator", "trick", "status", "reason", "repeats", "device_name", "precision",
-    "batch_size", "samples_per_s", "samples_per_s_iqr", "noisy", "samples_per_s_ratio", "step_time_ms",
+    "batch_size", "samples_per_s", "samples_per_s_iqr", "noisy", "too_short", "samples_per_s_ratio", "step_time_ms",
     "peak_mem_bytes", "peak_mem_bytes_ratio", "mem_kind", "train_loss", "val_loss", "val_loss_ratio", "test_loss",
     "wall_s", "wall_s_ratio", "tune_s", "to_target_s", "to_target_samples", "flops_per_s", "mfu", "gpu_cpu_speed",
 ]

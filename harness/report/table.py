@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Sequence
 
@@ -78,6 +79,7 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
     summary = first.join(numeric).join(noisy.rename("noisy")).reset_index()
     summary["noisy"] = summary["noisy"].fillna(False).astype(bool)
     _pool_blocks(summary, [r for r in results if r.status == "ok"])
+    summary["too_short"] = _too_short(summary, [r for r in results if r.status == "ok"])
     summary["gpu_cpu_speed"] = _gpu_cpu_speed(summary)
     for metric in RATIO_METRICS:
         baseline = summary[summary["trick"] == BASELINE].set_index(GROUP)[metric]
@@ -106,6 +108,23 @@ def _pool_blocks(summary: pd.DataFrame, ok: Sequence[Result]) -> None:
         summary.at[index, "samples_per_s"] = median
         summary.at[index, "samples_per_s_iqr"] = spread
         summary.at[index, "noisy"] = bool(median > 0 and spread / median > NOISY_IQR_RATIO)
+
+
+MIN_BLOCKS = 2  # fewer kept timing blocks than this: no spread to judge by, so no speed verdict
+
+
+def too_short(result: Result) -> bool:
+    """Whether a run's speed was measured on too little to judge: fewer than ``MIN_BLOCKS`` timing blocks
+    after warm-up, or warm-up blocks counted in (``measure_warning``; its ``±0%`` means nothing)."""
+    if "warm-up included" in str(result.details.get("measure_warning", "")):
+        return True
+    return result.blocks_measured is not None and result.blocks_measured < MIN_BLOCKS
+
+
+def _too_short(summary: pd.DataFrame, ok: Sequence[Result]) -> list[bool]:
+    """Per summary row: any of its repeats too short to judge (see :func:`too_short`)."""
+    short = {(r.workload, r.dataset, r.accelerator, r.trick) for r in ok if too_short(r)}
+    return [(row["workload"], row["dataset"], row["accelerator"], row["trick"]) in short for _, row in summary.iterrows()]
 
 
 def _gpu_cpu_speed(summary: pd.DataFrame) -> list[float]:
@@ -137,13 +156,21 @@ def _with_ratio(value: float, ratio: float, fmt: str) -> str:
 
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Human-readable strings for one group's summary rows (Markdown and terminal)."""
+    """Human-readable strings for one group's summary rows (Markdown and terminal), every column.
+
+    The ``note`` column holds references (``[1]``) to :func:`table_notes`, so that a long warning
+    wraps below the table instead of widening every row. :func:`split_columns` divides the columns
+    into the main table and two more.
+    """
     out = pd.DataFrame()
     out["trick"] = summary["trick"]
     out["status"] = summary["status"]
+    short = summary["too_short"] if "too_short" in summary else pd.Series(False, index=summary.index)
     out["samples/s"] = [
-        _with_ratio(v, r, ",.0f") + (f" ±{iqr / v:.0%}" if pd.notna(iqr) and v else "") + (" noisy" if n else "")
-        for v, r, iqr, n in zip(summary["samples_per_s"], summary["samples_per_s_ratio"], summary["samples_per_s_iqr"], summary["noisy"])
+        _with_ratio(v, r, ",.0f")
+        + (" too short" if s and pd.notna(v) else (f" ±{iqr / v:.0%}" if pd.notna(iqr) and v else "") + (" noisy" if n else ""))
+        for v, r, iqr, n, s in zip(summary["samples_per_s"], summary["samples_per_s_ratio"], summary["samples_per_s_iqr"],
+                                   summary["noisy"], short)
     ]
     out["ms/batch"] = [_with_ratio(v, r, ".2f") for v, r in zip(summary["step_time_ms"], summary["step_time_ms_ratio"])]
     out["peak mem MiB"] = [
@@ -167,23 +194,106 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     out["precision"] = summary["precision"].fillna("")
     out["batch"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["batch_size"]]
     out["opt steps"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in summary["optimizer_steps"]]
-    out["note"] = [_note(reason, details) for reason, details in zip(summary["reason"], summary["details"])]
+    refs, _ = _numbered_notes(summary)
+    out["note"] = refs
     return out
 
 
-def _note(reason: object, details: object) -> str:
+# The main table: what a reader needs to decide (the terminal shows only these). The other columns
+# follow in report.md and report.html as two more tables, and every number is in summary.csv: the
+# rest of the measurements, then how each row ran. Three tables of at most ~10 columns each keep
+# every line under ~160 characters in report.md and every table inside a 1,400 px window.
+MAIN_COLUMNS = ["trick", "status", "samples/s", "peak mem MiB", "val loss", "wall s", "to target s", "note"]
+SETUP_COLUMNS = ["runs", "precision", "batch", "opt steps"]
+PART_TITLES = ("", "More numbers:", "How each row ran:")
+
+
+def split_columns(table: pd.DataFrame) -> list[pd.DataFrame]:
+    """[main table, more numbers, setup] of a display table or its marks, each with ``trick`` first;
+    a part with no column but ``trick`` is left out (its title in :data:`PART_TITLES` goes with it)."""
+    main = [c for c in MAIN_COLUMNS if c in table.columns]
+    setup = [c for c in SETUP_COLUMNS if c in table.columns]
+    more = [c for c in table.columns if c not in main and c not in setup]
+    return [table[["trick", *columns]] if columns and columns[0] != "trick" else table[columns]
+            for columns in (main, more, setup)]
+
+
+def _note_items(reason: object, details: object) -> list[str]:
     """A skipped or failed row's reason, else the warnings its tricks recorded (and a resume, which
     makes the row's time and samples start at the checkpoint)."""
     if isinstance(reason, str) and reason:
-        return reason
+        return [reason]
     try:
         parsed = json.loads(details) if isinstance(details, str) else {}
     except json.JSONDecodeError:
         parsed = {}
-    notes = [f"warning: {w}" for w in parsed.get("warnings", [])]
+    if not isinstance(parsed, dict):
+        return []
+    warnings = parsed.get("warnings", [])
+    notes = [f"warning: {w}" for w in (warnings if isinstance(warnings, list) else [])]
     if parsed.get("resumed_from"):
         notes.insert(0, f"resumed from {parsed['resumed_from']}: times, samples and curve count from there")
-    return "; ".join(notes)
+    return notes
+
+
+# harness.contention.contention_warning's words, read back so that a group says them once
+CONTENTION = re.compile(
+    r"^warning: other processes used (?P<share>\d+)% of the machine's CPU time during fit: the timings are not "
+    r"this run's alone; rerun on an idle machine(?:; oversubscribed: about (?P<busy>\d+) of (?P<cpus>\d+) CPUs "
+    r"were busy elsewhere while this run used (?P<threads>\d+) torch threads.*)?$"
+)
+
+
+def _contention_note(hits: list[tuple[str, re.Match[str]]]) -> str:
+    """One note for every row of a group that carried a contention warning: each row's share, and the
+    oversubscription (when any) once."""
+    shares = ", ".join(f"{trick} {match['share']}%" for trick, match in hits)
+    text = (f"contention: other processes used this share of the machine's CPU time during fit ({shares}): "
+            "these timings are not the runs' alone; rerun on an idle machine.")
+    cases: dict[tuple[str, str, str], list[str]] = {}
+    for trick, match in hits:
+        if match["busy"]:
+            cases.setdefault((match["busy"], match["cpus"], match["threads"]), []).append(trick)
+    for (busy, cpus, threads), tricks in cases.items():
+        text += (f" Oversubscribed ({', '.join(tricks)}): about {busy} of {cpus} CPUs were busy elsewhere while each run "
+                 f"used {threads} torch threads, the likely cause of a collapse in speed (try --tricks cpu-threads).")
+    return text
+
+
+def _numbered_notes(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Each row's note references (``[1, 2]``) and the group's numbered note texts.
+
+    A note that several rows share gets one number; the contention warnings (one per row, each
+    with its own share of the CPU) become one note for the whole group.
+    """
+    keys: list[str] = []  # note keys in order of first use
+    texts: dict[str, str] = {}
+    contention: list[tuple[str, re.Match[str]]] = []
+    row_keys: list[list[str]] = []
+    for trick, reason, details in zip(summary["trick"], summary["reason"], summary["details"]):
+        mine = []
+        for item in _note_items(reason, details):
+            match = CONTENTION.match(item)
+            key = "contention" if match else item
+            if match:
+                contention.append((str(trick), match))
+            else:
+                texts[key] = item
+            if key not in keys:
+                keys.append(key)
+            if key not in mine:
+                mine.append(key)
+        row_keys.append(mine)
+    if contention:
+        texts["contention"] = _contention_note(contention)
+    number = {key: i + 1 for i, key in enumerate(keys)}
+    refs = ["[" + ", ".join(str(number[k]) for k in mine) + "]" if mine else "" for mine in row_keys]
+    return refs, [texts[key] for key in keys]
+
+
+def table_notes(summary: pd.DataFrame) -> list[str]:
+    """The group's notes, in the order of the ``[n]`` references of :func:`display_table`'s note column."""
+    return _numbered_notes(summary)[1]
 
 
 # display column -> (summary column, which end is best); the cells best/worst marks apply to
@@ -200,13 +310,23 @@ BEST_IS = {
     "MFU": ("mfu", "max"),
 }
 NOISY_COLUMNS = ("samples/s", "ms/batch")  # both come from the same timing blocks
+SPEED_COLUMNS = ("samples/s", "ms/batch", "MFU")  # no best/worst from a run too short to judge
 MARK_TOLERANCE = 0.01  # values within 1% count as tied: 855 vs 856 MiB is no best and worst
+# Peak memory's noise band: a CPU's max RSS is the whole process's (Python, torch, Lightning) and moved
+# by 1-3% between identical runs here; CUDA's max allocated repeats to the byte.
+MEM_NOISE = {"max_rss": 0.05, "cuda_max_allocated": 0.01}
 
 
-def _close(values: pd.Series, target: float) -> pd.Series:
+def mem_noise(mem_kinds: Sequence[object]) -> float:
+    """The memory noise band for a group's rows: the widest of their kinds' (5% when unknown)."""
+    bands = [MEM_NOISE.get(str(kind), 0.05) for kind in mem_kinds if isinstance(kind, str) and kind]
+    return max(bands, default=0.05)
+
+
+def _close(values: pd.Series, target: float, tolerance: float) -> pd.Series:
     if math.isinf(target):
         return values == target
-    return (values - target).abs() <= MARK_TOLERANCE * abs(target)
+    return (values - target).abs() <= tolerance * abs(target)
 
 
 def cell_marks(summary: pd.DataFrame) -> pd.DataFrame:
@@ -214,22 +334,34 @@ def cell_marks(summary: pd.DataFrame) -> pd.DataFrame:
 
     Best and worst are taken per column over the rows that have a value; values within 1% of the
     best (worst) share its mark, and a column whose best and worst are within 1% of each other has
-    no mark (nothing to choose). "not reached" (infinite time to target) is the worst there is.
+    no mark (nothing to choose). Peak memory uses its noise band instead of 1% (:data:`MEM_NOISE`).
+    "not reached" (infinite time to target) is the worst there is. A row whose speed was measured on
+    too little (:func:`too_short`) takes no part in the speed columns' marks and reads "short" there.
     Indexed and labelled like ``display_table(summary)``; a cell can read "best noisy".
     """
     table = display_table(summary)
     marks = pd.DataFrame("", index=table.index, columns=table.columns)
+    short = (summary["too_short"] if "too_short" in summary else pd.Series(False, index=summary.index))
+    short = short.fillna(False).astype(bool).set_axis(table.index)
     for column, (metric, sense) in BEST_IS.items():
+        if column not in table.columns:
+            continue
         values = pd.to_numeric(summary[metric], errors="coerce").astype(float).set_axis(table.index)
+        if column in SPEED_COLUMNS:
+            values = values.where(~short)
+        tolerance = mem_noise(list(summary["mem_kind"])) if column == "peak mem MiB" else MARK_TOLERANCE
         present = values.dropna()
         if len(present) < 2:
             continue
         best, worst = (present.max(), present.min()) if sense == "max" else (present.min(), present.max())
-        if math.isinf(best) or (not math.isinf(worst) and abs(worst - best) <= MARK_TOLERANCE * abs(best)):
+        if math.isinf(best) or (not math.isinf(worst) and abs(worst - best) <= tolerance * abs(best)):
             continue  # all "not reached", or nothing to choose between
-        marks.loc[_close(values, worst), column] = "worst"
-        marks.loc[_close(values, best), column] = "best"
+        marks.loc[_close(values, worst, tolerance), column] = "worst"
+        marks.loc[_close(values, best, tolerance), column] = "best"
     noisy = summary["noisy"].fillna(False).astype(bool).set_axis(table.index)
     for column in NOISY_COLUMNS:
-        marks.loc[noisy, column] = (marks.loc[noisy, column] + " noisy").str.strip()
+        marks.loc[noisy & ~short, column] = (marks.loc[noisy & ~short, column] + " noisy").str.strip()
+    for column in (c for c in SPEED_COLUMNS if c in table.columns):
+        present = table[column] != "-"
+        marks.loc[short & present, column] = "short"
     return marks

@@ -22,8 +22,8 @@ PROTOCOL = """\
 - Peak memory is `{mem_kinds}`: on a CPU `max_rss_fit` is the run process's RSS high-water mark from the
   start of `fit` (reset through `/proc/self/clear_refs`; torch and Lightning included, hence close ratios),
   `max_rss` the same since the process began; on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
-- Losses: train = mean over the last epoch (TensorBoard's `train_loss`: one mean per timing block); val and
-  test = `Trainer.validate`/`test` on the final weights.
+- Losses: train = mean over the last epoch (TensorBoard's `train_loss`: one mean per timing block); val =
+  `Trainer.validate` on the final weights (where the curves end); test = `Trainer.test` on {test_weights}.
 - wall s is the whole run after imports: data, setup, tuning, fit, validate and test.
 - {target_definition}
 - Pareto front (wall time against final val loss): the rows that no other row beats on both.
@@ -31,7 +31,13 @@ PROTOCOL = """\
   memory, losses and wall time below 1.00x are lower."""
 
 
-MARK_LEGEND = "**bold**: best of its column, _italic_: worst; `noisy`: IQR/median > 10%."
+MARK_LEGEND = (
+    "**bold**: best of its column, _italic_: worst (values within 1% of each other tie; peak memory within its "
+    "noise band: 5% for a CPU's max RSS, 1% for CUDA's max allocated); `noisy`: IQR/median > 10%; `too short`: "
+    "fewer than 2 timing blocks after warm-up, so its speed is never best or worst. "
+    "`[n]`: a note under the table."
+)
+TERMINAL_FOOTER = "More columns (test loss, ms/batch, train loss, FLOP/s, precision, batch, steps, ...): report.md, report.html, summary.csv."
 
 
 def header_lines(report: Report) -> list[str]:
@@ -60,13 +66,38 @@ def warning_lines(results: list[Result]) -> list[str]:
     return [f"- {w}" for w in warnings]
 
 
+def test_weights_text(results: list[Result]) -> str:
+    """What the test set saw, from the rows' ``details.test_weights`` (harness.worker._test_weights)."""
+    kinds = {}
+    for r in results:
+        weights = r.details.get("test_weights")
+        if r.status != "ok" or not isinstance(weights, str):
+            continue
+        kind = weights.split(" ", 1)[0].rstrip(":")  # "best.ckpt (epoch 2, ...)", "final.ckpt: ...", "final weights: ..."
+        kind = {"final": "the final weights"}.get(kind, kind)
+        kinds.setdefault(kind, []).append(r.trick)
+    if not kinds:
+        return "weights that these rows do not name (no `test_weights` detail: rows from an older harness)"
+    if len(kinds) == 1:
+        (kind,) = kinds
+        return {"best.ckpt": "`best.ckpt`, the epoch with the best monitored val metric (Lightning's `ckpt_path=\"best\"`)",
+                "final.ckpt": "`final.ckpt`, the weights as fit left them"}.get(kind, kind)
+    parts = []
+    for kind, tricks in kinds.items():
+        name = {"best.ckpt": "`best.ckpt` (the best epoch by the monitored val metric)",
+                "final.ckpt": "`final.ckpt` (the weights as fit left them: SWA's average)"}.get(kind, kind)
+        parts.append(f"{name} for {', '.join(sorted(set(tricks)))}")
+    return "; ".join(parts) + " (each row's `test_weights` detail says which)"
+
+
 def protocol_text(results: list[Result]) -> str:
     mem_kinds = ", ".join(sorted({r.mem_kind for r in results if r.mem_kind})) or "n/a"
     peaks = sorted({r.details["mfu_peak"] for r in results if r.mfu is not None and "mfu_peak" in r.details})
     peak_text = "the dense peak of the device for the precision used: " + "; ".join(peaks) if peaks else (
         "the device's dense peak for the precision used (no GPU row here)"
     )
-    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION, peaks=peak_text + f" ({PEAKS_NOTE})")
+    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION, peaks=peak_text + f" ({PEAKS_NOTE})",
+                           test_weights=test_weights_text(results))
 
 
 FILES_TEXT = (
