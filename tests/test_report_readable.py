@@ -216,7 +216,7 @@ def spec(label: str) -> SimpleNamespace:
 
 def test_piped_output_has_no_progress_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("harness.runner.run_one", lambda s, run_dir, timeout_s=None: row(s.label))
+    monkeypatch.setattr("harness.runner.run_one", lambda s, run_dir, timeout_s=None, **launch: row(s.label))
     specs = [spec("baseline"), spec("grad-clipping")]
     run_with_progress(specs, tmp_path / "piped", None, quiet=False)
     err = capsys.readouterr().err
