@@ -11,6 +11,7 @@ module is changed, so a trick that needs what the module lacks is skipped with t
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -58,15 +59,33 @@ def import_class(path: str, flag: str, base: type) -> type:
     return found
 
 
-def check_imported(workload: str, datamodule: str) -> None:
-    """The parent's check of an imported workload, before any run starts."""
-    import_class(workload, "--workload", pl.LightningModule)
+def check_imported(
+    workload: str, datamodule: str, init_args: dict[str, Any] | None = None, datamodule_args: dict[str, Any] | None = None
+) -> None:
+    """The parent's check of an imported workload, before any run starts: the classes exist and take the arguments."""
+    module_cls = import_class(workload, "--workload", pl.LightningModule)
     if not datamodule:
         raise UserError(
             f"--workload {workload!r} is an imported LightningModule and needs --datamodule {PATH_FORM} "
             "(a LightningDataModule that serves its batches)"
         )
-    import_class(datamodule, "--datamodule", pl.LightningDataModule)
+    datamodule_cls = import_class(datamodule, "--datamodule", pl.LightningDataModule)
+    check_arguments(module_cls, init_args or {}, "--init-args", workload)
+    check_arguments(datamodule_cls, datamodule_args or {}, "--datamodule-args", datamodule)
+
+
+def check_arguments(cls: type, args: dict[str, Any], flag: str, where: str) -> None:
+    """Refuse keys the constructor cannot take (every run would fail with the same TypeError)."""
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):  # a signature Python cannot read: the run will say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [name for name, p in parameters.items() if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise UserError(f"{flag}: {where} does not take {', '.join(map(repr, unknown))}; it takes: {', '.join(accepted) or 'no arguments'}")
 
 
 def parse_args_option(text: str | None, flag: str) -> dict[str, Any]:

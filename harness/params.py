@@ -8,6 +8,7 @@ type and turning every mistake into a one-line UserError that names the value an
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -59,7 +60,12 @@ def convert(owner: str, key: str, raw: str, hint: Any) -> Any:
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if hint in (int, float, str):
+        if hint is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise UserError(f"{owner}: {key}={raw!r} is not a finite number")
+            return value
+        if hint in (int, str):
             return hint(raw)
     except ValueError:
         raise UserError(f"{owner}: {key}={raw!r} is not a valid {getattr(hint, '__name__', hint)}") from None

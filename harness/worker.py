@@ -159,6 +159,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     result.batch_size = getattr(setup.datamodule, "batch_size", None)
     if result.batch_size is None and meter.example_batch is not None:  # a datamodule with no batch_size attribute
         result.batch_size = batch_size_of(meter.example_batch)
+    _check_budget(result, spec, meter)
     result.loader = getattr(setup.datamodule, "loader_used", spec.loader)
     if getattr(setup.datamodule, "loader_reason", ""):
         result.details["loader_reason"] = setup.datamodule.loader_reason
@@ -178,6 +179,31 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None:
+    """A budget that trained or measured nothing is a failed row that says why, never an "ok" one;
+    the batch size recorded is the one the batches had, when the dataset was smaller than asked for."""
+    if meter.timer.batches == 0:
+        if spec.resume_from:
+            raise TrickFailed(
+                f"trained nothing: resumed from {spec.resume_from}, whose run had spent its budget already; "
+                "delete that checkpoint and `resume --retry-failed` to run it afresh"
+            )
+        raise TrickFailed(
+            f"trained nothing: 0 training batches ran (max_epochs {spec.max_epochs}, max_steps {spec.max_steps}); "
+            "is the training set smaller than one batch (--synthetic-size, the datamodule)?"
+        )
+    if meter.example_batch is not None and result.batch_size:
+        actual = batch_size_of(meter.example_batch)
+        if actual < result.batch_size:  # the whole training set is one smaller batch
+            result.details["batch_size_requested"] = result.batch_size
+            result.batch_size = actual
+    if not result.blocks_measured:
+        raise TrickFailed(
+            f"measured nothing: no timing block was completed in the {meter.timer.batches} training batches that ran "
+            f"(--block-steps {spec.block_steps}); lower --block-steps or raise the budget"
+        )
 
 
 def _record_contention(result: Result, trainer: pl.Trainer, monitor: ContentionMonitor, device: torch.device) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +34,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """A seed every library the run seeds accepts: numpy's are 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..{2**32 - 1} (numpy's seed range)")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value} must be > 0")
     return value
@@ -57,7 +71,7 @@ def add_training_arguments(
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
     parser.add_argument("--max-epochs", type=positive_int, default=max_epochs, help=f"epoch budget of every run (default: {max_epochs})")
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
-    parser.add_argument("--seed", type=int, default=42, help="seed for data split, shuffling and init (default: 42)")
+    parser.add_argument("--seed", type=seed_int, default=42, help="seed for data split, shuffling and init (default: 42)")
     parser.add_argument("--synthetic-size", type=positive_int, default=synthetic_size, help=f"samples of --dataset synthetic (default: {synthetic_size})")
     parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
     parser.add_argument("--warmup-blocks", type=int, default=warmup_blocks, help=f"timing blocks dropped as warm-up (default: {warmup_blocks})")
@@ -190,7 +204,7 @@ def imported_workload_options(args: argparse.Namespace) -> dict[str, Any]:
             f"--workload {args.workload!r} names none"
         )
     for workload in imported:
-        check_imported(workload, datamodule)
+        check_imported(workload, datamodule, init_args, datamodule_args)
     ignored = [flag for flag, value, default in DATA_FLAGS if getattr(args, value, default) != default]
     if imported and ignored:
         print(
