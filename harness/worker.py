@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
+from harness.budget import ValidateAtBudgetEnd
 from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
 from harness.contention import ContentionMonitor, record_contention
 from harness.curves import ValCurve
@@ -130,6 +131,8 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         callbacks += checkpoints.callbacks
     if spec.weight_histograms:
         callbacks.append(WeightHistograms())
+    if spec.max_steps > 0:  # a step budget may end inside an epoch: validate there (harness.budget)
+        callbacks.append(ValidateAtBudgetEnd())
     trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=callbacks)
     result.precision = str(trainer.precision)
     result.world_size, result.strategy = trainer.world_size, type(trainer.strategy).__name__
