@@ -92,6 +92,17 @@ def check_rows_ran(folder: Path, gpu: bool) -> list[str]:
     return problems
 
 
+def check_forked(folder: Path, gpu: bool) -> list[str]:
+    """Every row ran in a child forked from the pre-imported server (Linux), none fell back to spawn:
+    a CUDA context the server had touched would have made the child's own CUDA fail or be refused."""
+    if not sys.platform.startswith("linux"):
+        return []
+    return [
+        f"{row['run_id']}: isolation {row.get('isolation')!r} {row['details'].get('isolation_note', '')}".rstrip()
+        for row in _rows(folder) if row.get("isolation") != "fork" or row["details"].get("isolation_note")
+    ]
+
+
 def check_16_mixed_scaler(folder: Path, gpu: bool) -> list[str]:
     """16-mixed ran with Lightning's GradScaler on the GPU (skipped with the reason on a CPU)."""
     rows = [r for r in _rows(folder) if r["trick"] == "16-mixed"]
@@ -159,7 +170,7 @@ STEPS = [
         "main", "the main job on the seed autoencoder (digits: offline)", "run",
         ["--tricks", "all", "--accelerator", "gpu", "--dataset", "digits"],
         ["--tricks", "grad-clipping,16-mixed", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1"],
-        checks=[check_rows_ran],
+        checks=[check_rows_ran, check_forked],
     ),
     Step(
         "transformer", "the transformer at d_model 1024 with every precision trick (MFU, CUDA peaks)", "run",

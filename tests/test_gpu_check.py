@@ -70,6 +70,9 @@ def test_checks_catch_what_they_claim(tmp_path: Path) -> None:
     _write_rows(tmp_path / "d", [_row(status="failed", reason="out of memory: CUDA out of memory."), _row(trick="grad-accumulation")])
     assert gpu_check.check_out_of_memory(tmp_path / "d", True) == []
 
+    _write_rows(tmp_path / "e", [_row(isolation="fork"), _row(run_id="z", isolation="spawn", details={"isolation_note": "fork server: CUDA"})])
+    assert gpu_check.check_forked(tmp_path / "e", True) == ["z: isolation 'spawn' fork server: CUDA"]
+
 
 def test_the_cpu_smoke_runs_the_whole_sequence(tmp_path: Path) -> None:
     completed = subprocess.run(
