@@ -105,6 +105,7 @@ class Result:
     wall_s: float | None = None
     fit_s: float | None = None
     tune_s: float = 0.0
+    compile_s: float | None = None  # torch.compile: the first training step's time minus the steady step time
     steps: int | None = None  # training batches run
     optimizer_steps: int | None = None
     epochs: int | None = None

@@ -24,7 +24,7 @@ import lightning.pytorch as pl
 from harness.errors import UserError
 from harness.params import from_params, parameters
 from harness.registry import Registry
-from harness.spec import COMBINE, RunSpec
+from harness.spec import COMBINE, Result, RunSpec
 
 if TYPE_CHECKING:
     from harness.parity import PlainLoop
@@ -90,6 +90,10 @@ class Trick:
 
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         """Optional tuning phase after the Trainer is built and before fit; its time is reported."""
+
+    def record(self, result: Result) -> None:
+        """Optional: after fit, validation and test, add to the row what only the run's measurements tell
+        (e.g. compile: the first step's time minus the steady step time). Not called for a failed run."""
 
     def plain_equivalent(self, loop: PlainLoop) -> None:
         """Make the hand-written parity loop (harness.parity) do what this trick does, in plain PyTorch.

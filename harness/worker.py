@@ -182,6 +182,8 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+    for trick in tricks:
+        trick.record(result)
 
 
 def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None:

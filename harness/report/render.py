@@ -106,7 +106,7 @@ SUMMARY_COLUMNS = [
     "workload", "dataset", "accelerator", "trick", "status", "reason", "repeats", "device_name", "precision",
     "batch_size", "samples_per_s", "samples_per_s_iqr", "noisy", "too_short", "samples_per_s_ratio", "step_time_ms",
     "peak_mem_bytes", "peak_mem_bytes_ratio", "mem_kind", "train_loss", "val_loss", "val_loss_ratio", "test_loss",
-    "wall_s", "wall_s_ratio", "tune_s", "to_target_s", "to_target_samples", "flops_per_s", "mfu", "gpu_cpu_speed",
+    "wall_s", "wall_s_ratio", "tune_s", "compile_s", "to_target_s", "to_target_samples", "flops_per_s", "mfu", "gpu_cpu_speed",
 ]
 
 

@@ -29,7 +29,7 @@ RATIO_METRICS = ["samples_per_s", "step_time_ms", "peak_mem_bytes", "val_loss", 
 NUMERIC = [
     "samples_per_s", "samples_per_s_iqr", "step_time_ms", "peak_mem_bytes", "train_loss", "val_loss",
     "test_loss", "wall_s", "fit_s", "tune_s", "steps", "optimizer_steps", "epochs", "blocks_measured", "batch_size",
-    "flops_per_sample", "flops_per_s", "mfu",
+    "flops_per_sample", "flops_per_s", "mfu", "compile_s",
 ]
 
 
@@ -187,6 +187,8 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     out["FLOP/s"] = [_flops(v) for v in summary["flops_per_s"]]
     if summary["mfu"].notna().any():
         out["MFU"] = [f"{v:.1%}" if pd.notna(v) else "-" for v in summary["mfu"]]
+    if "compile_s" in summary and summary["compile_s"].notna().any():  # torch.compile's first-step cost, apart
+        out["compile s"] = [f"{v:.1f}" if pd.notna(v) else "-" for v in summary["compile_s"]]
     if summary["gpu_cpu_speed"].notna().any():
         out["GPU/CPU"] = [f"{v:.1f}x" if pd.notna(v) else "-" for v in summary["gpu_cpu_speed"]]
     if (summary["repeats"] > 1).any():
