@@ -84,6 +84,10 @@ class Trick:
     # Why this trick's result lives in the weights as fit leaves them and in no epoch checkpoint
     # (SWA's average). Non-empty: the run saves final.ckpt and tests it instead of best.ckpt.
     tests_final_weights: ClassVar[str] = ""
+    # Whether the trick changes what a run spends or where it stops (a tuning phase, averaging epochs,
+    # stopping early): its verdict rests on time to the baseline's val loss and the final loss, not on
+    # samples/s alone (harness.report.verdicts).
+    changes_budget: ClassVar[bool] = False
 
     def apply(self, setup: Setup) -> None:
         """Change the setup before the Trainer is built. Raise TrickSkipped where it cannot run."""
