@@ -110,11 +110,11 @@ def test_a_too_short_window_is_cannot_tell_naming_blocks_seconds_and_a_budget() 
     verdict = by_trick(judge(rows, changes_budget=()))["fast"]
     assert verdict.category == CANNOT_TELL and verdict.speed.call == "short"
     assert math.isnan(verdict.speed.ratio)
-    assert "measured window too short (4 blocks" in verdict.text and "--max-epochs" in verdict.text
+    assert "measured window too short for a throughput ratio (4 blocks" in verdict.text and "--max-epochs" in verdict.text
     # enough blocks but under a second of timed training: short too
     rows = [row(BASELINE, 0, 10_000, step_time_scale=0.01), row("fast", 0, 20_000, step_time_scale=0.01)]
     verdict = by_trick(judge(rows, changes_budget=()))["fast"]
-    assert verdict.speed.call == "short" and " s)" in verdict.text
+    assert verdict.speed.call == "short" and " s per run)" in verdict.text
 
 
 @pytest.mark.parametrize("repeats", [1, 2])
@@ -156,7 +156,7 @@ def test_a_budget_trick_that_never_reaches_the_target_and_loses_quality_hurts() 
         rows.append(row("lr-finder", repeat, 10_000, val=0.45, curve=[{"fit_s": 2.0, "samples": 1000, "val_loss": 0.45}]))
     verdict = by_trick(judge(rows, changes_budget={"lr-finder"}))["lr-finder"]
     assert verdict.category == HURTS and verdict.to_target.call == "never"
-    assert "never reached the baseline's val loss" in verdict.text and "4.5x worse" in verdict.text
+    assert "never reached the baseline's val loss" in verdict.text and "val loss 4.5x (worse)" in verdict.text
 
 
 def test_a_faster_trick_with_a_worse_loss_is_turn_on_if_that_loss_is_acceptable() -> None:
@@ -196,3 +196,12 @@ def test_the_summary_carries_the_verdict_columns() -> None:
     assert list(verdict_frame(verdicts)["trick"]) == ["slow"]
     text = verdicts_text(verdicts)
     assert text.splitlines()[0].startswith("Verdicts") and "ae on cpu, dataset digits" in text and "  slow  hurts here" in text
+
+
+def test_the_html_section_escapes_names_and_reasons() -> None:
+    from harness.report.verdicts import verdicts_html
+
+    rows = [row(BASELINE, 0, 10_000), row("<script>x</script>", 0, 1, status="failed", reason='<img src=x onerror="y">')]
+    page = verdicts_html(judge(rows, changes_budget=()))
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "&lt;img src=x onerror=&quot;y&quot;&gt;" in page

@@ -25,6 +25,7 @@ numbers it rests on; see the README's "Verdicts" section for the categories.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -275,7 +276,7 @@ def speed_axis(pairs: Sequence[tuple[Result, Result]]) -> Axis:
         seconds_text = f", {shortest:.2f} s" if not math.isnan(shortest) else ""
         return Axis(
             "short",
-            text=f"throughput: cannot tell: measured window too short ({blocks} blocks{seconds_text})",
+            text=f"measured window too short for a throughput ratio ({blocks} blocks{seconds_text} per run)",
             settle=f"run with --max-epochs {more} (or a smaller --block-steps)",
         )
     interval = paired_interval([[_blocks(b) for b, _ in pairs], [_blocks(t) for _, t in pairs]], ratio)
@@ -344,10 +345,10 @@ def quality_axis(pairs: Sequence[tuple[Result, Result]]) -> Axis:
     if call == "same":
         axis.text = f"{what} same ({change:+.1%}{ci})"
     elif call == "worse":
-        size = f"{interval.value:.1f}x" if interval.value >= 2 else f"{change:+.1%}"
-        axis.text = f"{what} {size} worse{ci and ' (' + ci[2:] + ')'}"
+        size = f"{interval.value:.1f}x" if interval.value >= 2 else f"{change:.1%} higher"
+        axis.text = f"{what} {size} (worse){ci and ' (' + ci[2:] + ')'}"
     elif call == "better":
-        axis.text = f"{what} {change:+.1%} better{ci and ' (' + ci[2:] + ')'}"
+        axis.text = f"{what} {-change:.1%} lower (better){ci and ' (' + ci[2:] + ')'}"
     else:
         axis.text = f"{what} {change:+.1%} ({ci[2:]}): not clearly beyond ±{LOSS_TOLERANCE:.0%}"
         axis.settle = f"--repeats {2 * interval.repeats + 1}"
@@ -374,7 +375,7 @@ def to_target_axis(pairs: Sequence[tuple[Result, Result]], target: float | None)
                     settle=f"--repeats {2 * len(hits) + 1}")
     base_s = [b.wall_s for b, _ in hits]
     if min(base_s) < MIN_SECONDS:
-        return Axis("short", text=f"time to target: cannot tell: the baseline reached it after {min(base_s):.2f} s",
+        return Axis("short", text=f"too short to time: the baseline reached its final val loss after {min(base_s):.2f} s",
                     settle="a longer budget (--max-epochs)")
     if len(hits) == 1:
         interval = Interval(hits[0][1].wall_s / hits[0][0].wall_s, math.nan, math.nan, 1)
@@ -485,6 +486,42 @@ def verdict_lines(verdicts: Sequence[Verdict]) -> list[tuple[str, list[str]]]:
         width = max(len(v.trick) for v in rows)
         out.append((f"{workload} on {accelerator}, dataset {dataset}", [v.line(width) for v in rows]))
     return out
+
+
+VERDICTS_INTRO = (
+    "Each trick against the baseline of the same invocation. Speed: the throughput ratio with a 95% interval "
+    "from the spread between repeats; an effect counts only when the whole interval lies outside 1/1.1-1.1x, "
+    "and \"no speed effect\" only when it lies inside. Tricks that change the budget are judged on time to "
+    "the baseline's val loss and the final loss."
+)
+# the HTML page's tag colour per category (fixed strings, never data)
+_TAG_STYLE = {
+    TURN_ON: "background:#dff3e4", TURN_ON_IF: "background:#eef6d8", NO_GAIN: "background:#eeeeee",
+    HURTS: "background:#fbe3e1", CANNOT_TELL: "background:#fff3d6", "skipped": "background:#eeeeee",
+    "failed": "background:#fbe3e1",
+}
+
+
+def verdicts_html(verdicts: Sequence[Verdict]) -> str:
+    """The verdicts as an HTML section; every piece of text escaped (trick names and reasons come from
+    the run's files, which may be crafted)."""
+    if not verdicts:
+        return ""
+    parts = ['<h2 id="verdicts">Verdicts</h2>', f"<p>{html.escape(VERDICTS_INTRO)}</p>"]
+    groups: dict[tuple[str, str, str], list[Verdict]] = {}
+    for verdict in verdicts:
+        groups.setdefault((verdict.workload, verdict.dataset, verdict.accelerator), []).append(verdict)
+    for (workload, dataset, accelerator), rows in groups.items():
+        parts.append(f"<h3>{html.escape(f'{workload} on {accelerator}, dataset {dataset}')}</h3>")
+        items = []
+        for v in rows:
+            style = _TAG_STYLE.get(v.category, "background:#eeeeee")
+            items.append(
+                f'<li><b>{html.escape(v.trick)}</b> <span style="{style};padding:0 .3rem">{html.escape(v.call)}</span>'
+                f" {html.escape(v.text.removeprefix(v.call).removeprefix(':').strip())}</li>"
+            )
+        parts.append('<ul class="verdicts">' + "".join(items) + "</ul>")
+    return "\n".join(parts)
 
 
 def verdicts_text(verdicts: Sequence[Verdict]) -> str:
