@@ -205,3 +205,24 @@ def test_the_html_section_escapes_names_and_reasons() -> None:
     page = verdicts_html(judge(rows, changes_budget=()))
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "&lt;img src=x onerror=&quot;y&quot;&gt;" in page
+
+
+def test_the_plan_shuffles_baseline_and_tricks_within_each_repeat_reproducibly() -> None:
+    from harness.plan import RunOptions, plan_runs
+
+    options = RunOptions(dataset="digits", dataset_reason="", data_dir="d", loader="device", batch_size=64, lr=1e-3,
+                         max_epochs=1, max_steps=-1, seed=42, block_steps=10, warmup_blocks=1, synthetic_size=64,
+                         num_workers=0)
+    tricks = [["grad-clipping"], ["swa"], ["bf16-mixed"], ["early-stopping"]]
+
+    def orders(seed):
+        specs = plan_runs(tricks, ["autoencoder"], ["cpu"], 6, options, {}, "run", order_seed=seed)
+        return [[s.label for s in specs if s.repeat == r] for r in range(6)]
+
+    shuffled = orders(42)
+    assert shuffled == orders(42)  # the same seed, the same order (resume follows plan.json's order anyway)
+    assert all(sorted(o) == sorted(["baseline", "grad-clipping", "swa", "bf16-mixed", "early-stopping"]) for o in shuffled)
+    assert len({o.index("baseline") for o in shuffled}) > 1  # the baseline does not always run first
+    assert shuffled != orders(7)
+    unshuffled = orders(None)
+    assert all(o[0] == "baseline" for o in unshuffled)

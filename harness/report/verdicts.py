@@ -100,7 +100,7 @@ def judge(
     changes_budget: Collection[str] | Callable[[str], bool] | None = None,
     target_val_loss: float | None = None,
 ) -> list[Verdict]:
-    """One verdict per trick label and group, in the rows' first-seen order (baseline excluded).
+    """One verdict per trick label and group (groups in first-seen order, labels sorted; no baseline row).
 
     ``changes_budget``: the trick names (or a predicate on a name) that change the budget; a label
     ``a+b`` changes it when any of its tricks does. None: ask each trick class (``Trick.changes_budget``).
@@ -116,7 +116,7 @@ def judge(
     for key, rows in groups.items():
         baseline = _by_repeat([r for r in rows if r.trick == BASELINE])
         target = target_val_loss if target_val_loss is not None else targets.get(key)
-        for label in dict.fromkeys(r.trick for r in rows if r.trick != BASELINE):
+        for label in sorted({r.trick for r in rows} - {BASELINE}):  # the runs ran shuffled: a stable order
             runs = [r for r in rows if r.trick == label]
             uses_budget = any(budget(name) for name in label.split(COMBINE))
             verdicts.append(_judge_trick(key, label, runs, baseline, target, uses_budget))
