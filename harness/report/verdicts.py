@@ -568,3 +568,43 @@ def with_verdicts(summary: pd.DataFrame, verdicts: Sequence[Verdict]) -> pd.Data
 
 def as_dict(verdict: Verdict) -> dict:
     return asdict(verdict)
+
+
+# ------------------------------------------------------------------------------------------------
+# two invocations (``compare``): no pairing by repeat across them
+
+
+def between_runs_interval(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Interval | None:
+    """B/A of two invocations' run throughputs (each run: its kept blocks, or one value) with a 95% interval.
+
+    The invocations ran at different times, so their repeats do not pair: Welch's t on the log of each
+    run's median. A side with one run borrows the other side's run-to-run spread (a run-to-run
+    spread from nothing is no spread); one run on both sides falls back to a bootstrap over their
+    blocks, which knows nothing of run-to-run noise (``Interval.blocks_only``). None: nothing to
+    build an interval from (one value on each side).
+    """
+    a = [list(run) for run in a if len(run)]
+    b = [list(run) for run in b if len(run)]
+    if not a or not b:
+        return None
+    la = np.log([float(np.median(run)) for run in a])
+    lb = np.log([float(np.median(run)) for run in b])
+    centre = float(lb.mean() - la.mean())
+    if len(a) == 1 and len(b) == 1:
+        if len(a[0]) < 2 or len(b[0]) < 2:
+            return None
+        return paired_interval([[a[0]], [b[0]]], ratio)
+    va = float(la.var(ddof=1)) if len(la) > 1 else float(lb.var(ddof=1))
+    vb = float(lb.var(ddof=1)) if len(lb) > 1 else float(la.var(ddof=1))
+    se2 = va / len(la) + vb / len(lb)
+    if len(la) > 1 and len(lb) > 1 and se2 > 0:
+        df = se2**2 / ((va / len(la)) ** 2 / (len(la) - 1) + (vb / len(lb)) ** 2 / (len(lb) - 1))
+    else:
+        df = max(len(la), len(lb)) - 1
+    half = student_t_quantile(0.975, max(1, int(math.floor(df)))) * math.sqrt(se2)
+    return Interval(math.exp(centre), math.exp(centre - half), math.exp(centre + half), min(len(a), len(b)))
+
+
+def contended(run: Result) -> bool:
+    """Whether a row carries harness.contention's warning (other processes used the CPU during fit)."""
+    return _contended(run)
