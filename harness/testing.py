@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 
 from harness.spec import BASELINE, COMBINE, RunSpec
+from harness.trick import Setup, Trick
 
 
 def tiny_spec(run_dir: Path, tricks: list[str] | None = None, **overrides: Any) -> RunSpec:
@@ -58,3 +61,43 @@ class SpoilLastEpoch(pl.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.add_(0.05)
+
+
+class _StretchSteps(pl.Callback):
+    """Makes every training step take ``factor`` times as long: after each step it waits ``factor - 1``
+    times the step's own duration (from the end of the previous step, so the loop's own work between
+    steps is stretched too). The first step of an epoch follows validation and is left alone."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.last_end: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_end = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self.last_end is not None:
+            # a busy wait, not time.sleep: a sleep of a millisecond or two wakes late on a loaded machine
+            # (the scheduler's latency), which would plant a larger factor than asked for
+            deadline = now + (self.factor - 1.0) * (now - self.last_end)
+            while time.perf_counter() < deadline:
+                pass
+        self.last_end = time.perf_counter()
+
+
+@dataclass
+class Slowdown(Trick):
+    """Test-only trick with a planted effect: its throughput is ``1 / factor`` of the baseline's.
+
+    Not registered here (the registry's tricks are what users run); a test registers it, in the worker
+    processes too, through an entry point (tests/test_verdicts_e2e.py)."""
+
+    name = "test-slowdown"
+    summary = "Test only: every training step takes `factor` times as long (a wait after each step)."
+    factor: float = 2.0
+
+    def apply(self, setup: Setup) -> None:
+        setup.callbacks.append(_StretchSteps(self.factor))
+        setup.details.update(slowdown_factor=self.factor)
