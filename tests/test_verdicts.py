@@ -226,3 +226,12 @@ def test_the_plan_shuffles_baseline_and_tricks_within_each_repeat_reproducibly()
     assert shuffled != orders(7)
     unshuffled = orders(None)
     assert all(o[0] == "baseline" for o in unshuffled)
+
+
+def test_a_repeat_that_failed_is_named_and_the_rest_still_judged() -> None:
+    rows = world(2, {"slow": 0.5}, repeats=3, run_noise=0.02)
+    rows = [r for r in rows if not (r.trick == "slow" and r.repeat == 2)]
+    rows.append(row("slow", 2, 1, status="failed", reason="timed out after 60 s"))
+    verdict = by_trick(judge(rows, changes_budget=()))["slow"]
+    assert verdict.repeats == 2 and verdict.speed.call == "slower"
+    assert "(1 of 3 runs failed: timed out after 60 s)" in verdict.text

@@ -197,6 +197,10 @@ def _judge_trick(
             text += "; to settle it: " + ", or ".join(dict.fromkeys(settles))
     if contention:
         text += f" (contention warnings on {contention} of {2 * len(pairs)} runs: timings not the runs' alone)"
+    lost = [r for r in runs if r.status != "ok" and r.repeat not in trick]
+    if lost:
+        reasons = "; ".join(dict.fromkeys(r.reason for r in lost if r.reason))
+        text += f" ({len(lost)} of {len(lost) + len(trick)} runs {lost[-1].status}{': ' + reasons if reasons else ''})"
     return Verdict(workload, dataset, accelerator, label, category, call, text, judged_on, len(pairs),
                    speed, memory, quality, to_target, contention)
 
@@ -528,7 +532,7 @@ def verdicts_text(verdicts: Sequence[Verdict]) -> str:
     """The verdicts as plain text, for the top of the terminal output."""
     if not verdicts:
         return ""
-    parts = ["Verdicts (each trick against the baseline of the same invocation; evidence in brackets):"]
+    parts = ["Verdicts (each trick against the baseline of the same invocation: the call, then its evidence):"]
     for heading, lines in verdict_lines(verdicts):
         parts += ["", heading, *(f"  {line}" for line in lines)]
     return "\n".join(parts)
