@@ -10,6 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from harness.measure import BlockTimer
 from harness.spec import BASELINE, COMBINE, RunSpec
 from harness.trick import Setup, Trick
 
@@ -64,27 +65,39 @@ class SpoilLastEpoch(pl.Callback):
 
 
 class _StretchSteps(pl.Callback):
-    """Makes every training step take ``factor`` times as long: after each step it waits ``factor - 1``
-    times the step's own duration (from the end of the previous step, so the loop's own work between
-    steps is stretched too). The first step of an epoch follows validation and is left alone."""
+    """Makes every training step take ``factor`` times as long on the harness's own clock: after each
+    step it waits ``factor - 1`` times the time that clock counted since the previous step ended.
+
+    Reading the measuring clock (``harness.measure.BlockTimer``) rather than wall time matters: what
+    the clock pauses out (closing a block, validation, epoch ends) must not be stretched, or the
+    planted factor would be larger than asked (3 read as ~3.6 with wall time here).
+    """
 
     def __init__(self, factor: float) -> None:
         self.factor = factor
-        self.last_end: float | None = None
+        self.last: float | None = None
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.last_end = None
+    @staticmethod
+    def _clock(trainer: pl.Trainer) -> float:
+        for callback in trainer.callbacks:  # the meter sits in the harness's CallbackGroup
+            for member in (callback, *getattr(callback, "members", ())):
+                timer = getattr(member, "timer", None)
+                if not isinstance(timer, BlockTimer):
+                    continue
+                running = time.perf_counter() - timer._mark if timer._running else 0.0
+                return timer.train_seconds + running
+        raise RuntimeError("test-slowdown: no harness BlockTimer among the Trainer's callbacks")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self.last_end is not None:
+        now = self._clock(trainer)
+        if self.last is not None:
             # a busy wait, not time.sleep: a sleep of a millisecond or two wakes late on a loaded machine
             # (the scheduler's latency), which would plant a larger factor than asked for
-            deadline = now + (self.factor - 1.0) * (now - self.last_end)
+            deadline = time.perf_counter() + (self.factor - 1.0) * (now - self.last)
             while time.perf_counter() < deadline:
                 pass
-        self.last_end = time.perf_counter()
+        self.last = self._clock(trainer)
 
 
 @dataclass

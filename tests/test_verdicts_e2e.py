@@ -41,9 +41,9 @@ def test_a_planted_2x_slowdown_through_the_real_runner_is_called_slower_with_the
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     specs = []
     for repeat in range(REPEATS):
-        # ~7.9k synthetic training samples: about 490 steps in blocks of 10 over 4 epochs, over a second of
+        # ~13k synthetic training samples: about 1,000 steps in blocks of 10 over 5 epochs, over a second of
         # timed training for the baseline, so that the window is long enough to judge
-        common = dict(dataset="synthetic", synthetic_size=12288, max_epochs=4, block_steps=10, repeat=repeat,
+        common = dict(dataset="synthetic", synthetic_size=20480, max_epochs=5, block_steps=10, repeat=repeat,
                       checkpoints=False)
         arms = [tiny_spec(tmp_path, run_id=f"baseline-r{repeat}", **common),
                 tiny_spec(tmp_path, [Slowdown.name], run_id=f"slow-r{repeat}",
