@@ -235,3 +235,12 @@ def test_a_repeat_that_failed_is_named_and_the_rest_still_judged() -> None:
     verdict = by_trick(judge(rows, changes_budget=()))["slow"]
     assert verdict.repeats == 2 and verdict.speed.call == "slower"
     assert "(1 of 3 runs failed: timed out after 60 s)" in verdict.text
+
+
+def test_no_gain_for_a_trick_that_pays_elsewhere_becomes_turn_on_if_its_condition() -> None:
+    rows = world(4, {"grad-clipping": 1.0}, repeats=5, run_noise=0.01)
+    verdict = by_trick(judge(rows, changes_budget=(), helps_when={"grad-clipping": "training is unstable"}))["grad-clipping"]
+    assert verdict.category == TURN_ON_IF and verdict.call == "turn on if training is unstable"
+    assert verdict.text.startswith("turn on if training is unstable: no gain in this run: no speed effect (")
+    # the registry's own: grad-clipping declares it
+    assert "unstable" in by_trick(judge(rows))["grad-clipping"].call

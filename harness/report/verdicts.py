@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -99,15 +99,20 @@ def judge(
     results: Iterable[Result],
     changes_budget: Collection[str] | Callable[[str], bool] | None = None,
     target_val_loss: float | None = None,
+    helps_when: Mapping[str, str] | None = None,
 ) -> list[Verdict]:
     """One verdict per trick label and group (groups in first-seen order, labels sorted; no baseline row).
 
     ``changes_budget``: the trick names (or a predicate on a name) that change the budget; a label
     ``a+b`` changes it when any of its tricks does. None: ask each trick class (``Trick.changes_budget``).
     ``target_val_loss``: the target of time to target; None: each group's baseline final val loss.
+    ``helps_when``: trick name -> the condition under which it pays beyond what a run shows
+    (``Trick.helps_when``); None: ask each trick class when ``changes_budget`` is None too, else none.
     """
     results = list(results)
     budget = _budget_predicate(changes_budget)
+    if helps_when is None:
+        helps_when = _registry_conditions(results) if changes_budget is None else {}
     targets = default_targets(results)
     verdicts = []
     groups: dict[tuple[str, str, str], list[Result]] = {}
@@ -119,7 +124,12 @@ def judge(
         for label in sorted({r.trick for r in rows} - {BASELINE}):  # the runs ran shuffled: a stable order
             runs = [r for r in rows if r.trick == label]
             uses_budget = any(budget(name) for name in label.split(COMBINE))
-            verdicts.append(_judge_trick(key, label, runs, baseline, target, uses_budget))
+            verdict = _judge_trick(key, label, runs, baseline, target, uses_budget)
+            conditions = [helps_when[name] for name in label.split(COMBINE) if helps_when.get(name)]
+            if verdict.category == NO_GAIN and conditions:
+                verdict.category, verdict.call = TURN_ON_IF, f"turn on if {' or '.join(conditions)}"
+                verdict.text = verdict.call + ": no gain in this run" + verdict.text.removeprefix(NO_GAIN)
+            verdicts.append(verdict)
     return verdicts
 
 
@@ -140,6 +150,21 @@ def _budget_predicate(changes_budget: Collection[str] | Callable[[str], bool] | 
             return False
 
     return from_registry
+
+
+def _registry_conditions(results: Sequence[Result]) -> dict[str, str]:
+    from harness.errors import UserError
+    from harness.trick import TRICKS
+
+    out = {}
+    for name in {name for r in results for name in r.trick.split(COMBINE)} - {BASELINE}:
+        try:
+            condition = getattr(TRICKS.get(name), "helps_when", "")
+        except UserError:
+            continue
+        if condition:
+            out[name] = condition
+    return out
 
 
 def _by_repeat(runs: Sequence[Result]) -> dict[int, Result]:
