@@ -1,12 +1,16 @@
 """Expand what the user asked for into RunSpecs: (workload x accelerator x repeat) x (baseline + tricks).
 
-Within one repeat the baseline runs first and the tricks follow, and repeats are interleaved rather
-than grouped, so that slow drift of the machine (thermal, other load) spreads over every row
-instead of biasing the rows that happened to run last.
+Repeats are interleaved rather than grouped, so that slow drift of the machine (thermal, other load)
+spreads over every row instead of biasing the rows that happened to run last. Within one repeat the
+order of the baseline and the tricks is shuffled (``order_seed``, the run's ``--seed``): with the
+baseline always first, whatever the first process of a repeat pays (a cold page cache, a neighbour
+that has not settled) would be charged to the baseline and read as every trick's speed-up. The
+shuffled order is the order of plan.json, which ``resume`` follows, so a resumed run keeps it.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,14 +137,21 @@ def plan_runs(
     trick_params: dict[str, dict[str, str]],
     run_dir: str,
     workload_params: dict[str, dict[str, str]] | None = None,
+    order_seed: int | None = None,
 ) -> list[RunSpec]:
+    """The RunSpecs in the order they run. ``order_seed``: shuffle baseline and tricks within each
+    repeat with a generator seeded from it, the workload, the accelerator and the repeat (None: the
+    baseline first, the tricks as given)."""
     if repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
     specs = []
     for workload in workloads:
         for accelerator in accelerators:
             for repeat in range(repeats):
-                for tricks in [[], *trick_runs]:
+                arms = [[], *trick_runs]
+                if order_seed is not None:
+                    random.Random(f"{order_seed}/{workload}/{accelerator}/{repeat}").shuffle(arms)
+                for tricks in arms:
                     label = COMBINE.join(tricks) or BASELINE
                     specs.append(
                         RunSpec(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
+from harness.measure import BlockTimer
 from harness.spec import BASELINE, COMBINE, RunSpec
+from harness.trick import Setup, Trick
 
 
 def tiny_spec(run_dir: Path, tricks: list[str] | None = None, **overrides: Any) -> RunSpec:
@@ -58,3 +62,55 @@ class SpoilLastEpoch(pl.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.add_(0.05)
+
+
+class _StretchSteps(pl.Callback):
+    """Makes every training step take ``factor`` times as long on the harness's own clock: after each
+    step it waits ``factor - 1`` times the time that clock counted since the previous step ended.
+
+    Reading the measuring clock (``harness.measure.BlockTimer``) rather than wall time matters: what
+    the clock pauses out (closing a block, validation, epoch ends) must not be stretched, or the
+    planted factor would be larger than asked (3 read as ~3.6 with wall time here).
+    """
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.last: float | None = None
+
+    @staticmethod
+    def _clock(trainer: pl.Trainer) -> float:
+        for callback in trainer.callbacks:  # the meter sits in the harness's CallbackGroup
+            for member in (callback, *getattr(callback, "members", ())):
+                timer = getattr(member, "timer", None)
+                if not isinstance(timer, BlockTimer):
+                    continue
+                running = time.perf_counter() - timer._mark if timer._running else 0.0
+                return timer.train_seconds + running
+        raise RuntimeError("test-slowdown: no harness BlockTimer among the Trainer's callbacks")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        now = self._clock(trainer)
+        if self.last is not None:
+            # a busy wait, not time.sleep: a sleep of a millisecond or two wakes late on a loaded machine
+            # (the scheduler's latency), which would plant a larger factor than asked for
+            deadline = time.perf_counter() + (self.factor - 1.0) * (now - self.last)
+            while time.perf_counter() < deadline:
+                pass
+        self.last = self._clock(trainer)
+
+
+@dataclass
+class Slowdown(Trick):
+    """Test-only trick with a planted effect: its throughput is ``1 / factor`` of the baseline's.
+
+    Not registered here (the registry's tricks are what users run); a test registers it, in the worker
+    processes too, through an entry point (tests/test_verdicts_e2e.py)."""
+
+    name = "test-slowdown"
+    summary = "Test only: every training step takes `factor` times as long (a wait after each step)."
+    factor: float = 2.0
+
+    def apply(self, setup: Setup) -> None:
+        setup.callbacks.append(_StretchSteps(self.factor))
+        setup.details.update(slowdown_factor=self.factor)

@@ -84,6 +84,13 @@ class Trick:
     # Why this trick's result lives in the weights as fit leaves them and in no epoch checkpoint
     # (SWA's average). Non-empty: the run saves final.ckpt and tests it instead of best.ckpt.
     tests_final_weights: ClassVar[str] = ""
+    # Whether the trick changes what a run spends or where it stops (a tuning phase, averaging epochs,
+    # stopping early): its verdict rests on time to the baseline's val loss and the final loss, not on
+    # samples/s alone (harness.report.verdicts).
+    changes_budget: ClassVar[bool] = False
+    # When the trick pays although this benchmark cannot show it (its benefit is not speed, memory or the
+    # loss of a run that trains fine): a verdict of "no gain here" becomes "turn on if <helps_when>".
+    helps_when: ClassVar[str] = ""
 
     def apply(self, setup: Setup) -> None:
         """Change the setup before the Trainer is built. Raise TrickSkipped where it cannot run."""

@@ -78,7 +78,9 @@ def test_tiny_end_to_end_run_of_all_tricks(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "reports").iterdir()
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert [r["trick"] for r in rows] == ["baseline", *TRICKS.names()]
+    assert sorted(r["trick"] for r in rows) == sorted(["baseline", *TRICKS.names()])
+    plan = json.loads((run_dir / "plan.json").read_text())  # the runs ran shuffled, in plan.json's order
+    assert [r["run_id"] for r in rows] == [spec["run_id"] for spec in plan["specs"]] and plan["order_seed"] == 42
     assert all(r["status"] in ("ok", "skipped") for r in rows)
     assert all(r["samples_per_s"] > 0 for r in rows if r["status"] == "ok")
     report = (run_dir / "report.md").read_text()

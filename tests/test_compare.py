@@ -96,3 +96,40 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (tmp_path / "empty").mkdir()
     assert cli_main(["compare", str(a), str(tmp_path / "empty")]) == 2
     assert cli_main(["compare", str(a), str(a), "--fail-above", "lots"]) == 2
+
+
+def _repeats(trick: str, speeds: list[float], warnings: list[str] | None = None) -> list[Result]:
+    rows = []
+    for repeat, speed in enumerate(speeds):
+        result = row(trick, speed, repeat=repeat)
+        result.block_samples_per_s = [speed * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+        if warnings:
+            result.details["warnings"] = warnings
+        rows.append(result)
+    return rows
+
+
+def test_a_drop_past_the_threshold_is_flagged_only_when_its_interval_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.report.compare import format_comparison
+
+    a = _repeats("baseline", [1000, 1010, 990])
+    clear = compare_results(a, _repeats("baseline", [700, 710, 690]), threshold=0.1)
+    assert len(clear.regressions) == 1
+    regression = clear.regressions[0]
+    assert regression.what == "throughput" and regression.low <= 0.7 <= regression.high < 1.0
+    assert "95% CI" in str(regression)
+    # an 15% drop in the median that the repeats' spread cannot tell from noise: named, not flagged
+    noisy = compare_results(a, _repeats("baseline", [850, 600, 1150]), threshold=0.1)
+    assert noisy.regressions == []
+    text = format_comparison(noisy, "a", "b", 0.1)
+    assert "that its interval confirms" in text and "includes 1.00: not flagged" in text
+
+
+def test_contention_warnings_on_either_side_are_named_with_the_regression() -> None:
+    from harness.report.compare import format_comparison
+
+    warning = ["other processes used 60% of the machine's CPU time during fit: ..."]
+    comparison = compare_results(_repeats("baseline", [1000, 1000, 1000], warning), _repeats("baseline", [160, 170, 165], warning), 0.1)
+    assert comparison.regressions and comparison.regressions[0].contention == "A and B"
+    text = format_comparison(comparison, "a", "b", 0.1)
+    assert "A and B's rows carried contention warnings" in text and "Rows whose runs carried contention warnings" in text

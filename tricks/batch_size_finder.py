@@ -63,6 +63,7 @@ def batch_size_holder(setup: Setup) -> int | None:
 @dataclass
 class BatchSizeFinder(Trick):
     name = "batch-size-finder"
+    changes_budget = True  # judged on time to target and final loss (harness.report.verdicts)
     summary = (
         "Tuner.scale_batch_size through the datamodule's batch_size, capped at the training set size; "
         "train with safety x the size found."

@@ -30,6 +30,7 @@ MONITOR = "val_loss"  # the default of --monitor (RunSpec.monitor)
 @dataclass
 class EarlyStoppingTrick(Trick):
     name = "early-stopping"
+    changes_budget = True  # judged on time to target and final loss (harness.report.verdicts)
     summary = (
         "EarlyStopping on val_loss (patience, min_delta, mode) within budget_factor x the epoch budget; "
         "Trainer(min_epochs) as a floor."

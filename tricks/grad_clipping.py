@@ -23,6 +23,7 @@ class GradClipping(Trick):
     summary = "Clip the gradients (global norm by default) before each optimizer step: Trainer(gradient_clip_val=...)."
     source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#gradient-clipping"
     trainer_args = frozenset({"gradient_clip_val", "gradient_clip_algorithm"})
+    helps_when = "training is unstable (loss spikes, exploding gradients)"
 
     value: float = 1.0
     algorithm: Literal["norm", "value"] = "norm"

@@ -79,6 +79,7 @@ def module_lr(module: pl.LightningModule) -> float | None:
 @dataclass
 class LRFinder(Trick):
     name = "lr-finder"
+    changes_budget = True  # judged on time to target and final loss (harness.report.verdicts)
     summary = "LR range test with Tuner.lr_find before fit, then train with the suggested LR."
     source = "https://lightning.ai/docs/pytorch/stable/advanced/training_tricks.html#learning-rate-finder"
     tune_order = 20  # after the batch size finder: the best LR depends on the batch size

@@ -45,6 +45,7 @@ def swa_epochs(swa_epoch_start: int | float, max_epochs: int) -> tuple[int, int]
 @dataclass
 class SWA(Trick):
     name = "swa"
+    changes_budget = True  # judged on time to target and final loss (harness.report.verdicts)
     summary = (
         "Stochastic Weight Averaging: StochasticWeightAveraging(swa_lrs, swa_epoch_start) over a budget of "
         "at least budget_epochs epochs; BatchNorm statistics recomputed for the averaged weights."

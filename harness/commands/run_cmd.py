@@ -62,12 +62,17 @@ def main(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(args.out)
     with writer_lock(run_dir):  # a `resume` of this folder while it runs is refused, not run alongside
         specs = plan_runs(
-            trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads
+            trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads,
+            order_seed=options.seed,
         )
         environment = env.collect()
         environment["isolation"] = args.isolation  # each row records the one it got (harness.isolation)
         (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
-        write_plan(run_dir, specs, environment["command"], {"target_val_loss": target_val_loss})
+        write_plan(run_dir, specs, environment["command"], {
+            "target_val_loss": target_val_loss,
+            "order": "baseline and tricks shuffled within each repeat (plan.plan_runs); specs are in run order",
+            "order_seed": options.seed,
+        })
         print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
 
         results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation)

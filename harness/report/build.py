@@ -20,6 +20,7 @@ import pandas as pd
 from harness.report import plots
 from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
+from harness.report.verdicts import Verdict, judge
 from harness.errors import UserError
 from harness.rundir import inside_run_dir
 from harness.spec import Result
@@ -71,6 +72,7 @@ class Report:
     groups: list[Group]
     details: list[TrickDetails]
     target_val_loss: float | None
+    verdicts: list[Verdict] = field(default_factory=list)  # one per trick and group, see report.verdicts
 
 
 def slug(*parts: str) -> str:
@@ -91,7 +93,7 @@ def build_report(run_dir: Path, results: list[Result], env: dict[str, Any], targ
         for key, rows in summary.groupby(GROUP, sort=False):
             groups.append(_group(run_dir, results, key, rows.reset_index(drop=True), target_val_loss, draw))
     details = _trick_details(run_dir, results, draw)
-    return Report(run_dir, env, results, summary, groups, details, target_val_loss)
+    return Report(run_dir, env, results, summary, groups, details, target_val_loss, judge(results, target_val_loss=target_val_loss))
 
 
 def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows: pd.DataFrame,

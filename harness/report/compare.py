@@ -2,9 +2,12 @@
 
 Run A is the reference (say, main's last CI run) and B the candidate. Rows match on (workload,
 dataset, accelerator, trick) and each side is its run's summary (the median over repeats). A
-regression is a throughput that drops, or a peak memory that grows, by more than the threshold;
-rows present in only one run are listed, never dropped, and rows that ran in one run and not in
-the other (skipped, failed) are shown with both statuses.
+regression is a throughput that drops, or a peak memory that grows, by more than the threshold
+*and* whose 95% interval says so (lies wholly below, or above, 1.00; the interval comes from the
+spread between each side's repeats, ``verdicts.between_runs_interval``); a row with nothing to
+build an interval from (one value per side) is judged on the threshold alone, as before. Rows whose
+runs carried contention warnings say so. Rows present in only one run are listed, never dropped,
+and rows that ran in one run and not in the other (skipped, failed) are shown with both statuses.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.report.table import summary_frame
+from harness.report.verdicts import between_runs_interval, contended
 from harness.spec import Result
 
 KEYS = ["workload", "dataset", "accelerator", "trick"]
@@ -36,11 +40,21 @@ class Regression:
     row: tuple[str, str, str, str]
     what: str  # "throughput" or "peak memory"
     change: float  # relative change B/A - 1
+    low: float = math.nan  # 95% interval of B/A (NaN: none could be built)
+    high: float = math.nan
+    contention: str = ""  # "A", "B" or "A and B": whose rows carried contention warnings
 
     def __str__(self) -> str:
         workload, dataset, accelerator, trick = self.row
         verb = "dropped" if self.change < 0 else "grew"
-        return f"{trick} ({workload}, {dataset}, {accelerator}): {self.what} {verb} {abs(self.change):.1%}"
+        text = f"{trick} ({workload}, {dataset}, {accelerator}): {self.what} {verb} {abs(self.change):.1%}"
+        if not math.isnan(self.low):
+            text += f" (B/A 95% CI {self.low:.2f}-{self.high:.2f})"
+        else:
+            text += " (no interval: one value per side)"
+        if self.contention:
+            text += f"; {self.contention}'s rows carried contention warnings: the timings are not the runs' alone"
+        return text
 
 
 @dataclass
@@ -79,6 +93,7 @@ def compare_results(results_a: Sequence[Result], results_b: Sequence[Result], th
     matched = merged[merged["_merge"] == "both"].drop(columns="_merge").reset_index(drop=True)
     for metric, _, _ in METRICS:
         matched[f"{metric}_ratio"] = matched[f"{metric}_b"] / matched[f"{metric}_a"]
+    _add_intervals(matched, results_a, results_b)
     comparison = Comparison(matched, only_a.reset_index(drop=True), only_b.reset_index(drop=True))
     if threshold is not None:
         comparison.regressions = find_regressions(matched, threshold)
@@ -87,6 +102,35 @@ def compare_results(results_a: Sequence[Result], results_b: Sequence[Result], th
 
 def _keys(frame: pd.DataFrame) -> list[tuple]:
     return list(zip(*(frame[k] for k in KEYS)))
+
+
+def _runs(results: Sequence[Result]) -> dict[tuple, list[Result]]:
+    out: dict[tuple, list[Result]] = {}
+    for result in results:
+        if result.status == "ok":
+            out.setdefault(tuple(getattr(result, k) for k in KEYS), []).append(result)
+    return out
+
+
+def _add_intervals(matched: pd.DataFrame, results_a: Sequence[Result], results_b: Sequence[Result]) -> None:
+    """Per matched row: B/A 95% intervals of throughput and peak memory, and which side's rows were contended."""
+    runs_a, runs_b = _runs(results_a), _runs(results_b)
+    columns: dict[str, list] = {name: [] for name in (
+        "samples_per_s_low", "samples_per_s_high", "peak_mem_bytes_low", "peak_mem_bytes_high", "contention")}
+    for key in _keys(matched):
+        a, b = runs_a.get(key, []), runs_b.get(key, [])
+        speed = between_runs_interval(
+            [r.block_samples_per_s or ([r.samples_per_s] if r.samples_per_s else []) for r in a],
+            [r.block_samples_per_s or ([r.samples_per_s] if r.samples_per_s else []) for r in b])
+        memory = between_runs_interval([[r.peak_mem_bytes] for r in a if r.peak_mem_bytes],
+                                       [[r.peak_mem_bytes] for r in b if r.peak_mem_bytes])
+        for name, interval in (("samples_per_s", speed), ("peak_mem_bytes", memory)):
+            columns[f"{name}_low"].append(interval.low if interval else math.nan)
+            columns[f"{name}_high"].append(interval.high if interval else math.nan)
+        sides = [side for side, runs in (("A", a), ("B", b)) if any(contended(r) for r in runs)]
+        columns["contention"].append(" and ".join(sides))
+    for name, values in columns.items():
+        matched[name] = values
 
 
 def _side(results: Sequence[Result]) -> pd.DataFrame:
@@ -98,16 +142,37 @@ def _side(results: Sequence[Result]) -> pd.DataFrame:
 
 
 def find_regressions(matched: pd.DataFrame, threshold: float) -> list[Regression]:
-    """Throughput ratio below 1 - threshold, or peak memory ratio above 1 + threshold."""
+    """Throughput ratio below 1 - threshold, or peak memory ratio above 1 + threshold, whose 95% interval
+    (when there is one) lies wholly below (above) 1: a change past the threshold that the repeats'
+    spread could explain is not flagged."""
     found = []
     for _, row in matched.iterrows():
         key = tuple(row[k] for k in KEYS)
+        contention = row.get("contention", "") or ""
         speed, memory = row["samples_per_s_ratio"], row["peak_mem_bytes_ratio"]
-        if pd.notna(speed) and speed < 1 - threshold:
-            found.append(Regression(key, "throughput", speed - 1))
-        if pd.notna(memory) and memory > 1 + threshold:
-            found.append(Regression(key, "peak memory", memory - 1))
+        low, high = row.get("samples_per_s_low", math.nan), row.get("samples_per_s_high", math.nan)
+        if pd.notna(speed) and speed < 1 - threshold and not (pd.notna(high) and high >= 1.0):
+            found.append(Regression(key, "throughput", speed - 1, low, high, contention))
+        low, high = row.get("peak_mem_bytes_low", math.nan), row.get("peak_mem_bytes_high", math.nan)
+        if pd.notna(memory) and memory > 1 + threshold and not (pd.notna(low) and low <= 1.0):
+            found.append(Regression(key, "peak memory", memory - 1, low, high, contention))
     return found
+
+
+def unsettled(matched: pd.DataFrame, threshold: float) -> list[str]:
+    """Rows past the threshold whose interval still includes 1.00: not flagged, but named."""
+    lines = []
+    for _, row in matched.iterrows():
+        workload, dataset, accelerator, trick = (row[k] for k in KEYS)
+        speed, high = row["samples_per_s_ratio"], row.get("samples_per_s_high", math.nan)
+        if pd.notna(speed) and speed < 1 - threshold and pd.notna(high) and high >= 1.0:
+            lines.append(f"{trick} ({workload}, {dataset}, {accelerator}): throughput {speed - 1:+.1%}, but B/A 95% CI "
+                         f"{row['samples_per_s_low']:.2f}-{high:.2f} includes 1.00: not flagged (more --repeats would settle it)")
+        memory, low = row["peak_mem_bytes_ratio"], row.get("peak_mem_bytes_low", math.nan)
+        if pd.notna(memory) and memory > 1 + threshold and pd.notna(low) and low <= 1.0:
+            lines.append(f"{trick} ({workload}, {dataset}, {accelerator}): peak memory {memory - 1:+.1%}, but B/A 95% CI "
+                         f"{low:.2f}-{row['peak_mem_bytes_high']:.2f} includes 1.00: not flagged")
+    return lines
 
 
 def _cell(a: float, b: float, ratio: float, fmt: str, scale: float = 1.0) -> str:
@@ -146,11 +211,21 @@ def format_comparison(comparison: Comparison, name_a: str, name_b: str, threshol
         if not frame.empty:
             lines += ["", f"{label}:"]
             lines += [f"  {r.trick} ({r.workload}, {r.dataset}, {r.accelerator}): {r.status}" for r in frame.itertuples()]
+    contended_rows = [f"{r.trick} ({r.workload}, {r.dataset}, {r.accelerator}): {r.contention}"
+                      for r in comparison.matched.itertuples() if getattr(r, "contention", "")]
+    if contended_rows:
+        lines += ["", "Rows whose runs carried contention warnings (other processes used the CPU during fit; "
+                  "their timings are not the runs' alone):", *(f"  {line}" for line in contended_rows)]
     if threshold is not None:
         lines.append("")
         if comparison.regressions:
-            lines.append(f"Regressions beyond {threshold * 100:g}% (throughput drop or peak memory growth):")
+            lines.append(f"Regressions beyond {threshold * 100:g}% whose interval excludes no change "
+                         "(throughput drop or peak memory growth):")
             lines += [f"  {regression}" for regression in comparison.regressions]
-        else:
+        unsure = unsettled(comparison.matched, threshold)
+        if not comparison.regressions and unsure:
+            lines.append(f"No throughput drop or peak memory growth beyond {threshold * 100:g}% that its interval confirms:")
+        elif not comparison.regressions:
             lines.append(f"No throughput drop or peak memory growth beyond {threshold * 100:g}%.")
+        lines += [f"  {line}" for line in unsure]
     return "\n".join(lines)

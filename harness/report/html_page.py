@@ -30,6 +30,7 @@ from markdown.treeprocessors import Treeprocessor
 
 from harness.errors import UserError
 from harness.report.table import PART_TITLES, split_columns
+from harness.report.verdicts import verdicts_html
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
 from harness.rundir import inside_run_dir
 
@@ -194,6 +195,7 @@ def render_html(report: Report) -> str:
     sections += [("details", "What each trick did"), ("problems", "Skipped and failed runs"),
                  ("protocol", "How this was measured"), ("environment", "Environment")]
     body.append("<nav><ul>" + "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t in sections) + "</ul></nav>")
+    body.append(verdicts_html(report.verdicts))  # the answers first, the wide tables below
     if not report.groups:
         body.append("<p>No results yet.</p>")
     body += [_group_html(report, group, i) for i, group in enumerate(report.groups)]

@@ -16,6 +16,7 @@ import pandas as pd
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
 from harness.report.table import PART_TITLES, results_frame, split_columns
+from harness.report.verdicts import VERDICT_COLUMNS, VERDICTS_INTRO, Verdict, verdict_lines, verdicts_text, with_verdicts
 from harness.report.text import FILES_TEXT, MARK_LEGEND, TERMINAL_FOOTER, header_lines, problem_lines, protocol_text, warning_lines
 from harness.errors import UserError
 from harness.rundir import read_json
@@ -80,8 +81,21 @@ def _group_markdown(group: Group) -> list[str]:
     return lines
 
 
+def verdicts_markdown(verdicts: list[Verdict]) -> list[str]:
+    """The verdict lines as a Markdown section (report.md puts it before the tables)."""
+    if not verdicts:
+        return []
+    lines = ["## Verdicts", "", VERDICTS_INTRO, ""]
+    for heading, rows in verdict_lines(verdicts):
+        # a code block keeps the columns; backticks in the data (a reason) must not end it
+        lines += [f"**{heading}**", "", "```", *(row.replace("`", "'") for row in rows), "```", ""]
+    return lines
+
+
+
 def render_markdown(report: Report) -> str:
     lines = [f"# Trick bench report: {report.run_dir.name}", "", *header_lines(report), ""]
+    lines += verdicts_markdown(report.verdicts)
     for group in report.groups:
         lines += _group_markdown(group)
     if report.details:
@@ -107,13 +121,16 @@ SUMMARY_COLUMNS = [
     "batch_size", "samples_per_s", "samples_per_s_iqr", "noisy", "too_short", "samples_per_s_ratio", "step_time_ms",
     "peak_mem_bytes", "peak_mem_bytes_ratio", "mem_kind", "train_loss", "val_loss", "val_loss_ratio", "test_loss",
     "wall_s", "wall_s_ratio", "tune_s", "compile_s", "to_target_s", "to_target_samples", "flops_per_s", "mfu", "gpu_cpu_speed",
+    *VERDICT_COLUMNS,
 ]
 
 
-def write_summary(run_dir: Path, summary: pd.DataFrame) -> None:
-    """summary.csv and summary.json: one row per table cell group (medians over repeats, ratios, noisy flag)."""
+def write_summary(run_dir: Path, summary: pd.DataFrame, verdicts: list[Verdict] | None = None) -> None:
+    """summary.csv and summary.json: one row per table cell group (medians over repeats, ratios, noisy flag),
+    with each trick's verdict, its category and the axes' ratios and 95% bounds (see report.verdicts)."""
     if summary.empty:
         return
+    summary = with_verdicts(summary, verdicts or [])
     columns = [c for c in SUMMARY_COLUMNS if c in summary.columns]
     table = summary[columns]
     table.to_csv(run_dir / "summary.csv", index=False)
@@ -151,7 +168,10 @@ def write_report(run_dir: Path, results: list[Result], env: dict[str, Any] | Non
         env = read_env(run_dir)
     results_frame(results).to_csv(run_dir / "results.csv", index=False)
     report = build_report(run_dir, results, env, target_val_loss)
-    write_summary(run_dir, report.summary)
+    write_summary(run_dir, report.summary, report.verdicts)
     (run_dir / "report.md").write_text(render_markdown(report))
     (run_dir / "report.html").write_text(render_html(report))
-    return terminal_tables(report.groups) if report.groups else "(no results)"
+    if not report.groups:
+        return "(no results)"
+    verdicts = verdicts_text(report.verdicts)
+    return (verdicts + "\n\n" if verdicts else "") + terminal_tables(report.groups)

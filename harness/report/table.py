@@ -61,7 +61,7 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
         return frame
     ok = frame[frame["status"] == "ok"]
     keys = [*GROUP, "trick"]
-    order = list(dict.fromkeys(frame["trick"]))  # first-seen order: baseline first, then as planned
+    order = [BASELINE, *sorted(set(frame["trick"]) - {BASELINE})]  # runs are shuffled (plan.py): a stable order
     numeric = ok.groupby(keys, sort=False)[NUMERIC].median()
     noisy = ok.groupby(keys, sort=False)["noisy"].agg(lambda s: bool(s.fillna(False).any()))
     first = frame.groupby(keys, sort=False).agg(
