@@ -93,7 +93,8 @@ def table_rows(markdown: str) -> dict[str, dict[str, str]]:
     marks stripped."""
     rows: dict[str, dict[str, str]] = {}
     header: list[str] = []
-    for line in markdown.split("\n## ")[1].splitlines():
+    section = next(part for part in markdown.split("\n## ")[1:] if "\n| trick" in part)  # after the verdicts
+    for line in section.splitlines():
         if not line.startswith("| ") or line.startswith("|:"):
             continue
         cells = [c.strip().strip("*_") for c in line.strip("|").split("|")]

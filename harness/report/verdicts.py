@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -558,9 +559,21 @@ def verdicts_text(verdicts: Sequence[Verdict]) -> str:
     if not verdicts:
         return ""
     parts = ["Verdicts (each trick against the baseline of the same invocation: the call, then its evidence):"]
-    for heading, lines in verdict_lines(verdicts):
-        parts += ["", heading, *(f"  {line}" for line in lines)]
+    groups: dict[tuple[str, str, str], list[Verdict]] = {}
+    for verdict in verdicts:
+        groups.setdefault((verdict.workload, verdict.dataset, verdict.accelerator), []).append(verdict)
+    for (workload, dataset, accelerator), rows in groups.items():
+        width = max(len(v.trick) for v in rows)
+        parts += ["", f"{workload} on {accelerator}, dataset {dataset}"]
+        for v in rows:  # wrapped under the call, so that a terminal or CI log reads it without scrolling
+            parts += textwrap.wrap(
+                v.text, width=TERMINAL_WIDTH, initial_indent=f"  {v.trick:<{width}}  ",
+                subsequent_indent=" " * (width + 4), break_on_hyphens=False,
+            )
     return "\n".join(parts)
+
+
+TERMINAL_WIDTH = 100  # as the notes under the tables
 
 
 VERDICT_COLUMNS = [
