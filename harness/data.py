@@ -136,6 +136,17 @@ def seeded_split(split: Split, sizes: list[int], seed: int) -> list[Split]:
     return parts
 
 
+DIGITS_SAMPLES, MNIST_TRAINVAL = 1797, 60000
+
+
+def train_size(dataset: str, synthetic_size: int) -> int:
+    """Training samples of a resolved dataset, by the split rule of :func:`load_splits`, without loading it."""
+    if dataset == "mnist":
+        return int(MNIST_TRAINVAL * 0.8)
+    n = DIGITS_SAMPLES if dataset == "digits" else synthetic_size
+    return int((n - n // 5) * 0.8)
+
+
 def load_splits(dataset: str, data_dir: str | Path, seed: int, synthetic_size: int) -> dict[str, Split]:
     """train/val/test tensors on the CPU for a resolved dataset name."""
     if dataset == "mnist":

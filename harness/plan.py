@@ -10,6 +10,7 @@ shuffled order is the order of plan.json, which ``resume`` follows, so a resumed
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -128,6 +129,25 @@ def check_trick_runs(trick_runs: list[list[str]], trick_params: dict[str, dict[s
     return warnings
 
 
+AUTO_EPOCHS = 3  # --max-epochs auto, for a workload without a sample budget
+
+
+def epochs_for(workload: str, options: RunOptions) -> int:
+    """``--max-epochs``, or for ``auto`` (0) enough epochs of the workload's dataset for its sample budget
+    (``Workload.auto_train_samples``), at least AUTO_EPOCHS; an imported workload gets AUTO_EPOCHS."""
+    if options.max_epochs > 0:
+        return options.max_epochs
+    if ":" in workload:
+        return AUTO_EPOCHS
+    from harness.data import train_size
+    from harness.workload import WORKLOADS
+
+    samples = WORKLOADS.get(workload).auto_train_samples
+    if samples is None:
+        return AUTO_EPOCHS
+    return max(AUTO_EPOCHS, math.ceil(samples / max(1, train_size(options.dataset, options.synthetic_size))))
+
+
 def plan_runs(
     trick_runs: list[list[str]],
     workloads: list[str],
@@ -153,6 +173,7 @@ def plan_runs(
                     random.Random(f"{order_seed}/{workload}/{accelerator}/{repeat}").shuffle(arms)
                 for tricks in arms:
                     label = COMBINE.join(tricks) or BASELINE
+                    fields = {**vars(options), "max_epochs": epochs_for(workload, options)}
                     specs.append(
                         RunSpec(
                             run_id=f"{path_safe(workload)}-{accelerator}-{label}-r{repeat}",
@@ -164,7 +185,7 @@ def plan_runs(
                             accelerator=accelerator,
                             repeat=repeat,
                             run_dir=run_dir,
-                            **vars(options),
+                            **fields,
                         )
                     )
     return specs

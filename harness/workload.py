@@ -29,6 +29,9 @@ class Workload:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # --max-epochs auto: train on at least this many samples per run (None: AUTO_EPOCHS epochs). A run
+    # whose timed training lasts under ~1 s or 10 blocks gives no speed verdict (harness.report.verdicts)
+    auto_train_samples: ClassVar[int | None] = None
 
     @classmethod
     def parameters(cls) -> dict[str, Any]:

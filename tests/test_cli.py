@@ -73,7 +73,7 @@ def test_list_shows_every_trick_with_its_parameters(capsys: pytest.CaptureFixtur
 
 
 def test_tiny_end_to_end_run_of_all_tricks(tmp_path: Path) -> None:
-    proc = harness("run", "--tricks", "all", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1",
+    proc = harness("run", "--tricks", "all", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1", "--repeats", "1",
                    "--block-steps", "4", "--out", str(tmp_path / "reports"), "--quiet", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "reports").iterdir()
@@ -98,7 +98,7 @@ def test_tiny_end_to_end_run_of_all_tricks(tmp_path: Path) -> None:
 
 
 def test_a_failed_run_makes_the_exit_code_1(tmp_path: Path) -> None:
-    proc = harness("run", "--tricks", "none", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1",
+    proc = harness("run", "--tricks", "none", "--accelerator", "cpu", "--dataset", "digits", "--max-epochs", "1", "--repeats", "1",
                    "--lr", "1e30", "--out", str(tmp_path), "--quiet", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "1 of 1 runs failed" in proc.stderr

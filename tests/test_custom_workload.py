@@ -206,7 +206,7 @@ def test_cli_end_to_end_from_the_users_folder(byo: Path) -> None:
     command = [
         sys.executable, "-m", "harness", "run", "--workload", "byo_models:Net", "--datamodule", "byo_models:Data",
         "--init-args", '{"hidden": 16}', "--tricks", "batch-size-finder,early-stopping", "--batch-size", "128",
-        "--accelerator", "cpu", "--max-epochs", "1", "--block-steps", "2", "--quiet", "--out", str(byo / "reports"),
+        "--accelerator", "cpu", "--max-epochs", "1", "--repeats", "1", "--block-steps", "2", "--quiet", "--out", str(byo / "reports"),
     ]
     completed = subprocess.run(command, cwd=byo, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]

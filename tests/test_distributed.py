@@ -68,7 +68,7 @@ def test_batch_size_finder_is_skipped_under_ddp_before_any_process_starts(tmp_pa
 def test_ddp_on_two_cpu_processes_end_to_end(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "harness", "run", "--tricks", "grad-clipping,batch-size-finder", "--accelerator", "cpu",
-        "--devices", "2", "--strategy", "ddp", "--dataset", "digits", "--max-epochs", "2", "--block-steps", "3",
+        "--devices", "2", "--strategy", "ddp", "--dataset", "digits", "--max-epochs", "2", "--repeats", "1", "--block-steps", "3",
         "--quiet", "--out", str(tmp_path),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -31,7 +31,7 @@ def rows(run_dir: Path) -> list[dict]:
 def test_ctrl_c_then_resume_continues_from_last_ckpt(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "harness", "run", "--tricks", "grad-clipping", "--accelerator", "cpu",
-        "--dataset", "digits", "--max-epochs", str(EPOCHS), "--quiet", "--out", str(tmp_path),
+        "--dataset", "digits", "--max-epochs", str(EPOCHS), "--repeats", "1", "--quiet", "--out", str(tmp_path),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # A session of its own, with SIGINT at its default (a background job would inherit it ignored).

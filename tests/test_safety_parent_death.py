@@ -44,7 +44,7 @@ def workers_of(folder: Path) -> list[int]:
 def start_run(tmp_path: Path, epochs: int) -> subprocess.Popen[bytes]:
     """A real `python -m harness run` of two runs (baseline, grad-clipping) in a session of its own."""
     command = [sys.executable, "-m", "harness", "run", "--tricks", "grad-clipping", "--accelerator", "cpu",
-               "--dataset", "digits", "--max-epochs", str(epochs), "--quiet", "--out", str(tmp_path)]
+               "--dataset", "digits", "--max-epochs", str(epochs), "--repeats", "1", "--quiet", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -34,6 +34,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def epochs_arg(text: str) -> int:
+    """``--max-epochs``: a whole number >= 1, or ``auto`` (0 here; harness.plan.epochs_for resolves it)."""
+    return 0 if text.strip().lower() == "auto" else positive_int(text)
+
+
 def seed_int(text: str) -> int:
     """A seed every library the run seeds accepts: numpy's are 0 to 2**32 - 1."""
     try:
@@ -58,7 +63,7 @@ def positive_float(text: str) -> float:
 
 
 def add_training_arguments(
-    parser: argparse.ArgumentParser, batch_size: int = DEFAULT_BATCH_SIZE, dataset: str = DEFAULT_DATASET, max_epochs: int = 3,
+    parser: argparse.ArgumentParser, batch_size: int = DEFAULT_BATCH_SIZE, dataset: str = DEFAULT_DATASET, max_epochs: int = 0,
     warmup_blocks: int = 1, synthetic_size: int = 8192,
 ) -> None:
     parser.add_argument("--workload", default="autoencoder", help="workload name(s), comma-separated, or 'all' (default: autoencoder)")
@@ -69,7 +74,11 @@ def add_training_arguments(
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers with --loader dataloader (default: 0)")
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"default: {batch_size}")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: 1e-3)")
-    parser.add_argument("--max-epochs", type=positive_int, default=max_epochs, help=f"epoch budget of every run (default: {max_epochs})")
+    parser.add_argument(
+        "--max-epochs", type=epochs_arg, default=max_epochs, metavar="N|auto",
+        help="epoch budget of every run; auto: enough epochs for the workload's sample budget (the autoencoder: "
+        f"60,000 samples, 53 epochs of digits, 3 of MNIST), else 3 (default: {max_epochs if max_epochs else 'auto'})",
+    )
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
     parser.add_argument("--seed", type=seed_int, default=42, help="seed for data split, shuffling and init (default: 42)")
     parser.add_argument("--synthetic-size", type=positive_int, default=synthetic_size, help=f"samples of --dataset synthetic (default: {synthetic_size})")

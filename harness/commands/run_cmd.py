@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ HELP = "Run the baseline and the chosen tricks under the same conditions and wri
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tricks", default="all", help="'all', names, globs (grad-*), comma-separated; A+B runs A and B together (default: all)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="TRICK.PARAM=VALUE", help="set a trick parameter, e.g. grad-clipping.value=0.5 (repeatable)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of every cell, interleaved (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every cell, in a shuffled order per repeat; verdicts judge speed over them (default: 3)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="folder that receives the run folder (default: reports/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     add_target_argument(parser)
@@ -87,10 +88,23 @@ def run_with_progress(
     The bar redraws itself with carriage returns: only a terminal shows that as one line. Piped into a
     file or a CI log every frame would stay, so there it is off and the log holds the per-run lines alone.
     """
+    started, done = time.perf_counter(), [0]
+
+    def show(result: Result) -> None:
+        done[0] += 1
+        tqdm.write(progress_line(result) + remaining_text(done[0], len(specs), time.perf_counter() - started), file=sys.stderr)
+
     return run_all(
-        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation,
-        on_result=lambda r: tqdm.write(progress_line(r), file=sys.stderr),
+        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation, on_result=show,
     )
+
+
+def remaining_text(done: int, total: int, elapsed_s: float) -> str:
+    """``  [3/33, about 95 s left]``: the runs so far, and the rest at their mean pace (runs differ: an estimate)."""
+    if done >= total:
+        return f"  [{done}/{total}]"
+    left = elapsed_s / done * (total - done)
+    return f"  [{done}/{total}, about {left:.0f} s left]" if left < 120 else f"  [{done}/{total}, about {left / 60:.0f} min left]"
 
 
 def report_and_exit_code(
