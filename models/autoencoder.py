@@ -48,6 +48,8 @@ class LitAutoEncoder(pl.LightningModule):
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, lr_step_size: int = 1, lr_gamma: float = 0.9) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # extra optimizer arguments a trick may set before fit (fused-optimizer: fused=True or foreach=...)
+        self.optimizer_options: dict[str, Any] = {}
         self.lr = lr  # an attribute, so that Lightning's LR finder can set it
         self.batch_size = batch_size
         self.encoder = Encoder()
@@ -78,7 +80,7 @@ class LitAutoEncoder(pl.LightningModule):
         return self(batch[0])
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, **self.optimizer_options)
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=self.hparams.lr_step_size, gamma=self.hparams.lr_gamma
         )

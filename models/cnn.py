@@ -39,6 +39,8 @@ class LitDigitCNN(pl.LightningModule):
     def __init__(self, lr: float = 1e-3, batch_size: int = 64, width: int = 32, hidden: int = 128) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # extra optimizer arguments a trick may set before fit (fused-optimizer: fused=True or foreach=...)
+        self.optimizer_options: dict[str, Any] = {}
         self.lr = lr
         self.batch_size = batch_size
         self.net = DigitCNN(width, hidden)
@@ -74,7 +76,7 @@ class LitDigitCNN(pl.LightningModule):
         return self(batch[0]).argmax(dim=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, **self.optimizer_options)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

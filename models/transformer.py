@@ -83,6 +83,8 @@ class LitTinyGPT(pl.LightningModule):
                  d_model: int = 128, layers: int = 2, heads: int = 4) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # extra optimizer arguments a trick may set before fit (fused-optimizer: fused=True or foreach=...)
+        self.optimizer_options: dict[str, Any] = {}
         self.lr = lr
         self.batch_size = batch_size
         self.model = TinyGPT(vocab, seq_len, d_model, layers, heads)
@@ -110,7 +112,7 @@ class LitTinyGPT(pl.LightningModule):
         return self(batch[0]).argmax(dim=-1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01, **self.optimizer_options)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
