@@ -109,7 +109,7 @@ def test_which_tricks_have_a_plain_form() -> None:
     assert "lr-finder" not in with_form and "swa" not in with_form
 
 
-def _in_process_run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False) -> Any:
+def _in_process_run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False, using: Any = None) -> Any:
     """The runner without its process: the parity logic is under test here, not the isolation."""
     return execute_plain(spec) if plain else execute(spec)
 
@@ -119,7 +119,7 @@ def test_parity_pairs_each_trick_with_its_plain_form_and_rotates_the_order(
 ) -> None:
     started: list[str] = []
 
-    def run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False) -> Any:
+    def run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None = None, plain: bool = False, using: Any = None) -> Any:
         started.append(f"{'plain' if plain else 'harness'}:{spec.label}:r{spec.repeat}")
         return _in_process_run_one(spec, run_dir, timeout_s, plain)
 
