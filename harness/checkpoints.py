@@ -15,12 +15,15 @@ next training batch), so checkpoints cost wall time but not samples/s.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
 from harness.rundir import inside_run_dir, plain_name
@@ -33,6 +36,56 @@ CHECKPOINT_NAMES = (BEST, LAST, FINAL)
 def checkpoint_dir(run_dir: str | Path, run_id: str) -> Path:
     """``<run_dir>/checkpoints/<run_id>``; the run id must be a plain name (it may come from plan.json)."""
     return Path(run_dir) / "checkpoints" / plain_name(run_id, "run id")
+
+
+class OwnCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader and writer, which trusts only the files it wrote itself, in this process.
+
+    A run reads back checkpoints it has just written: the test phase loads ``best.ckpt``, and the
+    LR and batch size finders restore the weights from a temporary checkpoint of Lightning's. Those
+    files hold whatever the user's module and its optimizer and scheduler put in them (a numpy
+    scalar in a scheduler's state, an activation class in the hyperparameters), which torch's
+    weights-only unpickler refuses; they come from this process, so they are read in full. Every
+    other file (``resume``'s ``last.ckpt``, from a run folder that may have been downloaded) is read
+    weights-only, whatever the caller asked. A file counts as this process's when its path, size and
+    modification time are those recorded when it was written (a file replaced since is not).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def _key(path: Any) -> tuple[str, tuple[int, int]] | None:
+        try:
+            resolved = Path(os.fspath(path)).resolve()
+            stat = resolved.stat()
+        except (OSError, TypeError):
+            return None
+        return str(resolved), (stat.st_size, stat.st_mtime_ns)
+
+    def wrote(self, path: Any) -> bool:
+        """Whether ``path`` is a file this object wrote and nothing has changed since."""
+        key = self._key(path)
+        return key is not None and self.written.get(key[0]) == key[1]
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        key = self._key(path)
+        if key is not None:
+            self.written[key[0]] = key[1]
+
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        trusted = self.wrote(path) and weights_only is not True
+        return super().load_checkpoint(path, map_location=map_location, weights_only=not trusted)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        key = self._key(path)
+        super().remove_checkpoint(path)
+        if key is not None:
+            self.written.pop(key[0], None)
 
 
 class EpochCheckpoint(ModelCheckpoint):

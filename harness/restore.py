@@ -12,7 +12,6 @@ what the row has instead.
 from __future__ import annotations
 
 import pickle
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness.checkpoints import BEST, CHECKPOINT_NAMES, FINAL, LAST, resolve
-from harness.errors import UserError, first_line, unknown_name_error
+from harness.errors import ANSI, UserError, first_line, rejected_global, unknown_name_error
 from harness.rundir import find_run
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS, Workload
@@ -103,10 +102,10 @@ def refusal(path: Path, error: Exception) -> str:
     what tells a user whether the file is hostile. Its first line is a generic preamble, so the
     line that says what went wrong is looked for instead.
     """
-    text = str(error)
-    match = re.search(r"GLOBAL ([\w.]+)", text)
-    if match:
-        what = f"it asks for the global {match.group(1)}"
+    text = ANSI.sub("", str(error))
+    name = rejected_global(error)
+    if name:
+        what = f"it asks for the global {name}"
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         detail = next((line for line in lines if "nsupported" in line), lines[-1] if lines else type(error).__name__)

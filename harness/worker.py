@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
 from harness.budget import ValidateAtBudgetEnd
-from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
+from harness.checkpoints import FINAL, Checkpointing, OwnCheckpointIO, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
 from harness.contention import ContentionMonitor, record_contention
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
-from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, first_line
+from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, describe
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.lifeline import die_with_parent
@@ -70,6 +70,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
         limit_val_batches=spec.limit_val_batches,
         limit_test_batches=spec.limit_test_batches,
         default_root_dir=str(run_dir),
+        plugins=[OwnCheckpointIO()],  # reads the run's own checkpoints in full, any other weights-only
     )
 
 
@@ -96,7 +97,7 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
         result.status, result.reason = "failed", str(error)
     except Exception as error:  # a crash in one run must not stop the others
         traceback.print_exc()
-        result.status, result.reason = "failed", f"{type(error).__name__}: {first_line(error)}"
+        result.status, result.reason = "failed", describe(error)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -167,9 +168,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     if getattr(setup.datamodule, "loader_reason", ""):
         result.details["loader_reason"] = setup.datamodule.loader_reason
 
-    validated = _evaluate(trainer, setup, "validate", result.details)
-    test_ckpt = _test_weights(trainer, spec, tricks, checkpoints, result)
-    tested = _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)
+    # The fit's measurements are in the row now: a failure from here on costs only the column it concerns.
+    validated = _after_fit(result, "validate", lambda: _evaluate(trainer, setup, "validate", result.details)) or []
+    test_ckpt = _after_fit(result, "test", lambda: _test_weights(trainer, spec, tricks, checkpoints, result))
+    tested = _after_fit(result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)) or []
     if spec.profiler:
         result.details["profile_files"] = profile_files(spec.run_dir, spec.run_id)
     result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
@@ -182,6 +184,29 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
+
+
+def _after_fit(result: Result, stage: str, step: Callable[[], Any]) -> Any:
+    """Run one step after a finished fit; a failure there is recorded, not raised (None returned).
+
+    The row keeps its throughput, memory, train loss and val curve: its status stays "ok", its
+    reason and ``details["<stage>_error"]`` say what failed (one line), and a warning says which
+    column stays empty. A NaN or a user error is no such failure and still fails the row.
+    """
+    if f"{stage}_error" in result.details:  # an earlier step of this stage failed: nothing to do
+        return None
+    try:
+        return step()
+    except (NonFiniteLoss, UserError, TrickSkipped, TrickFailed):
+        raise
+    except Exception as error:
+        traceback.print_exc()
+        line = describe(error)
+        result.details[f"{stage}_error"] = line
+        column = "val loss" if stage == "validate" else "test loss"
+        result.reason = f"{stage} after fit failed ({line}); the fit's measurements stand, the {column} column stays empty"
+        add_warning(result.details, result.reason)
+        return None
 
 
 def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None:

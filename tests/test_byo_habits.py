@@ -1,0 +1,228 @@
+"""Bring your own model: what third-party LightningModules commonly do must not cost a row (issue 16).
+
+Each class of ``byo_habits.py`` (written into tmp_path and imported by path, as a user's package
+would be) has one habit of public Lightning modules; each test runs it in-process and checks that
+the row keeps its measurements and says the right thing.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.checkpoints import OwnCheckpointIO
+from harness.errors import describe
+from harness.worker import execute
+
+HABITS = textwrap.dedent(
+    '''
+    import numpy as np
+    import torch
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+
+    def _data(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 8, generator=g)
+        return TensorDataset(x, x.sum(1, keepdim=True))
+
+
+    class Data(pl.LightningDataModule):
+        """No batch_size attribute; train, val and test loaders."""
+
+        def __init__(self, n=256, batch=32, val_drop_last=False, val_n=64):
+            super().__init__()
+            self.n, self.batch, self.val_drop_last, self.val_n = n, batch, val_drop_last, val_n
+
+        def train_dataloader(self):
+            return DataLoader(_data(self.n, 0), batch_size=self.batch, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(_data(self.val_n, 1), batch_size=self.batch, drop_last=self.val_drop_last)
+
+        def test_dataloader(self):
+            return DataLoader(_data(64, 2), batch_size=self.batch)
+
+
+    class SizedData(Data):
+        def __init__(self, n=256, batch_size=32):
+            super().__init__(n, batch_size)
+            self.batch_size = batch_size
+
+
+    class Base(pl.LightningModule):
+        def __init__(self, lr=0.01):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def _loss(self, batch):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self(x), y)
+
+        def training_step(self, batch, batch_idx):
+            loss = self._loss(batch)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self._loss(batch))
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self._loss(batch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+    class NumpyScheduler(torch.optim.lr_scheduler.LambdaLR):
+        """A custom scheduler that keeps a numpy scalar in its state (as many hand-written ones do)."""
+
+        def __init__(self, optimizer):
+            self.floor = np.float64(0.5)
+            super().__init__(optimizer, lambda epoch: 1.0)
+
+
+    class NumpyState(Base):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+            return [opt], [NumpyScheduler(opt)]
+
+
+    class ClassHparams(Base):
+        """An activation class passed to save_hyperparameters."""
+
+        def __init__(self, activation=torch.nn.Tanh, lr=0.01):
+            super().__init__(lr)
+            self.save_hyperparameters()
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 4), activation(), torch.nn.Linear(4, 1))
+
+
+    class StepLogged(Base):
+        """Logs val/test loss with on_step=True too, as Lightning's own example autoencoder does."""
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self._loss(batch), on_step=True)
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self._loss(batch), on_step=True)
+
+
+    class OwnName(Base):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_mse", self._loss(batch), on_step=True, on_epoch=True)
+
+
+    class TwoOptimizers(Base):
+        """Manual optimization with two optimizers (a GAN's shape)."""
+
+        def __init__(self, lr=0.01):
+            super().__init__(lr)
+            self.automatic_optimization = False
+            self.other = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, batch_idx):
+            opt_a, opt_b = self.optimizers()
+            x, y = batch
+            loss_a = torch.nn.functional.mse_loss(self(x), y)
+            opt_a.zero_grad(); self.manual_backward(loss_a); opt_a.step()
+            loss_b = torch.nn.functional.mse_loss(self.other(x), y)
+            opt_b.zero_grad(); self.manual_backward(loss_b); opt_b.step()
+            self.log("train_loss", loss_a)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.net.parameters(), lr=self.hparams.lr), torch.optim.SGD(self.other.parameters(), lr=self.hparams.lr)
+
+
+    class BrokenTest(Base):
+        def test_step(self, batch, batch_idx):
+            raise RuntimeError("\\x1b[1mtest set is broken\\x1b[0m\\nsecond line")
+
+
+    class NoForward(Base):
+        forward = pl.LightningModule.forward
+
+        def _loss(self, batch):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+    '''
+)
+
+
+@pytest.fixture
+def habits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "byo_habits.py").write_text(HABITS)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.chdir(folder)
+    sys.modules.pop("byo_habits", None)
+    return folder
+
+
+def habit_spec(make_spec, module: str, tricks=None, datamodule: str = "Data", **overrides):
+    fields = dict(workload=f"byo_habits:{module}", datamodule=f"byo_habits:{datamodule}", max_epochs=2, block_steps=2)
+    fields.update(overrides)
+    return make_spec(tricks, **fields)
+
+
+def assert_measured(result) -> None:
+    """The fit's measurements are in the row."""
+    assert result.samples_per_s and result.samples_per_s > 0
+    assert result.train_loss is not None and result.curve
+
+
+@pytest.mark.parametrize("module", ["NumpyState", "ClassHparams"])
+def test_own_best_checkpoint_is_tested_whatever_it_holds(habits: Path, make_spec, module: str) -> None:
+    """A numpy scalar in a scheduler's state, a class in the hyperparameters: torch's weights-only load
+    refuses both, but the run wrote best.ckpt itself, in this process, and tests it."""
+    result = execute(habit_spec(make_spec, module))
+    assert result.status == "ok", result.reason
+    assert_measured(result)
+    assert result.test_loss is not None and result.val_loss is not None
+    assert result.details["test_weights"].startswith("best.ckpt") and "test_error" not in result.details
+
+
+def test_lr_finder_restores_lightnings_own_temporary_checkpoint(habits: Path, make_spec) -> None:
+    result = execute(habit_spec(make_spec, "NumpyState", ["lr-finder"], trick_params={"lr-finder": {"num_training": "20"}}))
+    assert result.status == "ok", result.reason
+    assert result.details["found_lr"] > 0 and result.test_loss is not None
+
+
+def test_a_failure_after_fit_keeps_the_measurements(habits: Path, make_spec) -> None:
+    result = execute(habit_spec(make_spec, "BrokenTest"))
+    assert result.status == "ok"
+    assert_measured(result)
+    assert result.val_loss is not None and result.test_loss is None
+    assert result.details["test_error"] == "RuntimeError: test set is broken"  # one line, no colour codes
+    assert "test after fit failed (RuntimeError: test set is broken)" in result.reason and "\n" not in result.reason
+    assert result.reason in result.details["warnings"]
+
+
+def test_checkpoints_from_elsewhere_stay_weights_only(tmp_path: Path) -> None:
+    """Only the files this process wrote are read in full: one written by anyone else (a downloaded run
+    folder's last.ckpt, read by resume) or changed since is refused, naming the global."""
+    import numpy as np
+
+    checkpoint = {"state_dict": {"w": torch.zeros(2)}, "lr_schedulers": [{"floor": np.float64(0.5)}]}
+    io = OwnCheckpointIO()
+    own, foreign = tmp_path / "own.ckpt", tmp_path / "foreign.ckpt"
+    io.save_checkpoint(checkpoint, own)
+    torch.save(checkpoint, foreign)
+    assert io.load_checkpoint(own)["lr_schedulers"][0]["floor"] == 0.5
+    for path, weights_only in ((foreign, None), (own, True)):
+        with pytest.raises(Exception) as refused:
+            io.load_checkpoint(path, weights_only=weights_only)
+        line = describe(refused.value)
+        assert line.startswith("UnpicklingError: torch.load(weights_only=True) refused the global numpy") and "\x1b" not in line
+    torch.save(checkpoint, own)  # replaced since this process wrote it
+    with pytest.raises(Exception, match="Weights only load failed"):
+        io.load_checkpoint(own)
