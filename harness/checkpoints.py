@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
+from harness.metrics import logged_name
 from harness.rundir import inside_run_dir, plain_name
 from harness.spec import RunSpec
 
@@ -140,7 +141,10 @@ class BestCheckpoint(EpochCheckpoint):
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (trainer.sanity_checking or trainer.state.fn != "fit" or self.save_top_k == 0):
-            if self.monitor not in trainer.callback_metrics:
+            name = logged_name(trainer.callback_metrics, self.monitor)
+            if name is not None and name != self.monitor:  # logged on_step too: rank by the epoch mean
+                self.monitor = name
+            if name is None:
                 logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
                 self.note = (
                     f"best.ckpt not kept: {self.monitor!r} is never logged (logged: {logged}); "

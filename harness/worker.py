@@ -31,6 +31,7 @@ from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, 
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.lifeline import die_with_parent
+from harness.metrics import logged_name
 from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
 from harness.spec import Result, RunSpec, path_safe
@@ -174,12 +175,15 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     tested = _after_fit(result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)) or []
     if spec.profiler:
         result.details["profile_files"] = profile_files(spec.run_dir, spec.run_id)
-    result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
+    (result.val_loss, val_key), (result.test_loss, test_key) = _metric(validated, "val_loss"), _metric(tested, "test_loss")
     if result.val_loss is None and spec.monitor != "val_loss":  # a module that logs its own metric name
-        result.val_loss = _metric(validated, spec.monitor)
-        if result.val_loss is not None:
-            result.details["val_loss_from"] = spec.monitor
-    extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in ("val_loss", "test_loss")}
+        result.val_loss, val_key = _metric(validated, spec.monitor)
+    if val_key not in (None, "val_loss"):  # where the val column comes from: val_loss_epoch, the --monitor metric
+        result.details["val_loss_from"] = val_key
+    if test_key not in (None, "test_loss"):
+        result.details["test_loss_from"] = test_key
+    columns = ("val_loss", "val_loss_epoch", "test_loss", "test_loss_epoch")
+    extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in columns}
     if extra:  # e.g. the CNN's val_acc and test_acc
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
@@ -350,11 +354,14 @@ def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) 
     result.details["mfu_peak"] = usage.peak
 
 
-def _metric(outputs: list[dict[str, float]], key: str) -> float | None:
+def _metric(outputs: list[dict[str, float]], name: str) -> tuple[float | None, str | None]:
+    """The value of ``name`` in validate/test outputs and the key it was found under (``NAME`` or ``NAME_epoch``:
+    harness.metrics), or (None, None)."""
     for output in outputs:
-        if key in output:
-            return float(output[key])
-    return None
+        key = logged_name(output, name)
+        if key is not None:
+            return float(output[key]), key
+    return None, None
 
 
 def main(argv: list[str] | None = None) -> int:

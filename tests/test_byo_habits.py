@@ -226,3 +226,24 @@ def test_checkpoints_from_elsewhere_stay_weights_only(tmp_path: Path) -> None:
     torch.save(checkpoint, own)  # replaced since this process wrote it
     with pytest.raises(Exception, match="Weights only load failed"):
         io.load_checkpoint(own)
+
+
+def test_metrics_logged_on_step_fill_the_columns(habits: Path, make_spec) -> None:
+    """``self.log("val_loss", ..., on_step=True)``: Lightning returns val_loss_epoch, and during fit its
+    ``val_loss`` is the last batch's value; the columns, best.ckpt and early stopping use the epoch mean."""
+    result = execute(habit_spec(make_spec, "StepLogged", ["early-stopping"], max_epochs=1))
+    assert result.status == "ok", result.reason
+    assert_measured(result)
+    assert result.val_loss is not None and result.test_loss is not None
+    assert result.details["val_loss_from"] == "val_loss_epoch" and result.details["test_loss_from"] == "test_loss_epoch"
+    assert result.details["monitor"] == "val_loss_epoch" and result.details["test_weights"].startswith("best.ckpt")
+    assert result.details["best_val_loss"] is not None
+    assert all(point["val_loss"] is not None for point in result.curve)
+    assert result.curve[-1]["val_loss"] == pytest.approx(result.val_loss)  # the epoch mean, not the last batch's
+
+
+def test_monitor_fills_the_val_column_under_lightnings_name(habits: Path, make_spec) -> None:
+    result = execute(habit_spec(make_spec, "OwnName", monitor="val_mse"))
+    assert result.status == "ok", result.reason
+    assert result.val_loss is not None and result.details["val_loss_from"] == "val_mse_epoch"
+    assert result.details["test_weights"].startswith("best.ckpt") and result.curve

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
 from typing_extensions import override
 
+from harness.metrics import logged_value
 from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
 
 MIN_SNAPSHOTS = 2
@@ -156,7 +157,7 @@ class SWARecorder(pl.Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get("val_loss")
+        value = logged_value(trainer.callback_metrics, "val_loss")
         if value is None or trainer.sanity_checking:
             return
         if trainer.state.fn == "fit" and trainer.current_epoch == self.last:
