@@ -27,11 +27,12 @@ from harness.checkpoints import FINAL, Checkpointing, OwnCheckpointIO, best_summ
 from harness.contention import ContentionMonitor, record_contention
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
-from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, describe
+from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, describe, first_line
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.lifeline import die_with_parent
 from harness.metrics import logged_name
+from harness.refusals import refused_by_design
 from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
 from harness.spec import Result, RunSpec, path_safe
@@ -97,8 +98,11 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
     except UserError as error:
         result.status, result.reason = "failed", str(error)
     except Exception as error:  # a crash in one run must not stop the others
-        traceback.print_exc()
-        result.status, result.reason = "failed", describe(error)
+        if spec.tricks and refused_by_design(error):  # a refusal apply() could not foresee (harness.refusals)
+            result.status, result.reason = "skipped", f"{spec.label}: Lightning refuses it here: {first_line(error)}"
+        else:
+            traceback.print_exc()
+            result.status, result.reason = "failed", describe(error)
     result.wall_s = time.perf_counter() - started
     return result
 

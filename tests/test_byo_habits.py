@@ -142,6 +142,14 @@ HABITS = textwrap.dedent(
             return torch.optim.SGD(self.net.parameters(), lr=self.hparams.lr), torch.optim.SGD(self.other.parameters(), lr=self.hparams.lr)
 
 
+    class TwoOptimizersLate(TwoOptimizers):
+        """Its optimizers need the Trainer (as schedulers sized by estimated_stepping_batches do)."""
+
+        def configure_optimizers(self):
+            assert self.trainer.max_epochs
+            return super().configure_optimizers()
+
+
     class BrokenTest(Base):
         def test_step(self, batch, batch_idx):
             raise RuntimeError("\\x1b[1mtest set is broken\\x1b[0m\\nsecond line")
@@ -247,3 +255,43 @@ def test_monitor_fills_the_val_column_under_lightnings_name(habits: Path, make_s
     assert result.status == "ok", result.reason
     assert result.val_loss is not None and result.details["val_loss_from"] == "val_mse_epoch"
     assert result.details["test_weights"].startswith("best.ckpt") and result.curve
+
+
+def test_grad_accumulation_needs_no_batch_size_in_its_default_mode(habits: Path, make_spec) -> None:
+    result = execute(habit_spec(make_spec, "Base", ["grad-accumulation"]))  # Data has no batch_size attribute
+    assert result.status == "ok", result.reason
+    assert_measured(result)
+    assert result.details["accumulate_grad_batches"] == 4 and result.batch_size == 32  # read from its batches
+    assert result.optimizer_steps < result.steps
+
+    same_effective = {"grad-accumulation": {"mode": "same-effective-batch"}}
+    skipped = execute(habit_spec(make_spec, "Base", ["grad-accumulation"], trick_params=same_effective))
+    assert skipped.status == "skipped"
+    assert "Data has no batch_size attribute" in skipped.reason and "mode=same-micro-batch" in skipped.reason
+
+
+@pytest.mark.parametrize(
+    ("trick", "lightning_says"),
+    [
+        ("grad-clipping", "Automatic gradient clipping is not supported for manual optimization"),
+        ("grad-accumulation", "Automatic gradient accumulation is not supported for manual optimization"),
+        ("lr-finder", "learning rate finder only works with single optimizer"),
+        ("swa", "SWA currently works with 1 `optimizer`"),
+    ],
+)
+def test_tricks_lightning_refuses_for_two_manual_optimizers_are_skipped(habits: Path, make_spec, trick: str, lightning_says: str) -> None:
+    """A GAN's shape: manual optimization, two optimizers. Found before the run (no training happened)."""
+    result = execute(habit_spec(make_spec, "TwoOptimizers", [trick]))
+    assert result.status == "skipped", result.reason
+    assert lightning_says in result.reason and "TwoOptimizers" in result.reason
+    assert not result.steps and result.fit_s is None
+
+
+def test_a_refusal_found_only_at_run_time_is_a_skip_too(habits: Path, make_spec) -> None:
+    """configure_optimizers needs the Trainer, so the count is unknown before the run: Lightning's refusal then."""
+    result = execute(habit_spec(make_spec, "TwoOptimizersLate", ["swa"]))
+    assert result.status == "skipped", result.reason
+    assert result.reason == "swa: Lightning refuses it here: SWA currently works with 1 `optimizer`."
+    baseline = execute(habit_spec(make_spec, "TwoOptimizersLate"))
+    assert baseline.status == "ok", baseline.reason
+    assert baseline.samples_per_s and baseline.samples_per_s > 0
