@@ -217,6 +217,25 @@ def restore(
     return Restored(spec, result, built, name, path, module, target, stored, notes + device_notes + load_notes)
 
 
+FORWARD_FIX = "define forward(self, x) taking the batch's first element (what predict and export feed it)"
+
+
+def require_forward(module: pl.LightningModule, command: str) -> None:
+    """A UserError when the module has no ``forward``: export traces it, and predict's default
+    ``predict_step`` calls it (a module that defines its own ``predict_step`` needs none for predict)."""
+    if is_overridden("forward", module, pl.LightningModule):
+        return
+    name = type(module).__name__
+    if command == "predict":
+        if is_overridden("predict_step", module, pl.LightningModule):
+            return
+        raise UserError(
+            f"{name} defines no forward, and predict runs Lightning's default predict_step, which calls forward(batch); "
+            f"{FORWARD_FIX}, or a predict_step(self, batch, batch_idx)"
+        )
+    raise UserError(f"{name} defines no forward, and {command} exports forward; {FORWARD_FIX}, or set example_input_array")
+
+
 def datamodule_for(restored: Restored) -> pl.LightningDataModule:
     """The run's own datamodule, built from its spec (same data, split and seed as the run)."""
     return restored.workload.build_datamodule(restored.spec)

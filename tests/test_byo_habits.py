@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from harness.checkpoints import OwnCheckpointIO
+from harness.cli import main
+from harness.rundir import RESULTS, write_plan
 from harness.errors import describe
 from harness.worker import execute
 
@@ -148,6 +150,16 @@ HABITS = textwrap.dedent(
         def configure_optimizers(self):
             assert self.trainer.max_epochs
             return super().configure_optimizers()
+
+
+    class ForwardTakesTwo(Base):
+        """forward(x, y): not what predict's default predict_step (forward(batch)) or export (forward(x)) call."""
+
+        def forward(self, x, y):
+            return self.net(x) - y
+
+        def _loss(self, batch):
+            return self(*batch).pow(2).mean()
 
 
     class BrokenTest(Base):
@@ -295,3 +307,41 @@ def test_a_refusal_found_only_at_run_time_is_a_skip_too(habits: Path, make_spec)
     baseline = execute(habit_spec(make_spec, "TwoOptimizersLate"))
     assert baseline.status == "ok", baseline.reason
     assert baseline.samples_per_s and baseline.samples_per_s > 0
+
+
+@pytest.fixture
+def trained(habits: Path, make_spec) -> Path:
+    """A run folder with an ok row of each module whose forward predict and export cannot use."""
+    specs = [
+        habit_spec(make_spec, module, max_epochs=1, run_id=f"byo_habits.{module}-cpu-baseline-r0")
+        for module in ("NoForward", "ForwardTakesTwo")
+    ]
+    run_dir = Path(specs[0].run_dir)
+    write_plan(run_dir, specs, "test")
+    results = [execute(spec) for spec in specs]
+    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
+    (run_dir / RESULTS).write_text("".join(r.to_json() + "\n" for r in results))
+    return run_dir
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("NoForward", "NoForward defines no forward"),
+        ("ForwardTakesTwo", "missing 1 required positional argument: 'y'"),
+    ],
+)
+def test_predict_and_export_say_what_forward_lacks_in_one_line(
+    trained: Path, command: str, module: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--format", "torchscript"] if command == "export" else []
+    argv = [command, str(trained), "--trick", "baseline", "--workload", f"byo_habits:{module}", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("harness: error: "), err  # no traceback
+    assert expected in err[0] and "define forward(self, x) taking the batch's first element" in err[0]
+    if command == "export":
+        assert "example_input_array" in err[0]
+    if command == "predict" and module == "ForwardTakesTwo":
+        assert "default predict_step calls ForwardTakesTwo.forward(batch)" in err[0] and "predict_step" in err[0]

@@ -40,7 +40,8 @@ import torch
 
 from harness.commands.predict_cmd import add_row_arguments, describe_checkpoint, describe_row
 from harness.errors import UserError, first_line
-from harness.restore import Restored, datamodule_for, input_batch, restore
+from harness.errors import describe as describe_error
+from harness.restore import FORWARD_FIX, Restored, datamodule_for, input_batch, require_forward, restore
 
 NAME = "export"
 HELP = "Export a finished run's trained model to ONNX or TorchScript and check the file against PyTorch (--atol)."
@@ -119,6 +120,21 @@ def choose_inputs(restored: Restored) -> tuple[Inputs, Inputs, str]:
         if real.shape[1:] == sample[0].shape[1:] and real.dtype == sample[0].dtype:
             return sample, (real,), source
     return sample, tuple(x.repeat(-(-size // len(x)), *([1] * (x.dim() - 1)))[:size] for x in sample), source
+
+
+def check_forward(restored: Restored, sample: Inputs, source: str) -> None:
+    """A UserError, before any exporter runs, when forward does not take the export sample: the exporters'
+    own errors say only where in their steps they failed ("TorchExportError ... step 1/3")."""
+    module = restored.module
+    try:
+        with torch.no_grad():
+            module(*sample)
+    except Exception as error:
+        name = type(module).__name__
+        raise UserError(
+            f"{name}.forward does not take {source} ({describe(sample)}): {describe_error(error)}; "
+            f"{FORWARD_FIX}, or set {name}.example_input_array to an input it takes"
+        ) from None
 
 
 def flat_outputs(value: Any) -> list[torch.Tensor]:
@@ -216,7 +232,9 @@ def main(args: argparse.Namespace) -> int:
     restored.module.float().eval()
     print(describe_row(restored))
     print(describe_checkpoint(restored))
+    require_forward(restored.module, NAME)
     sample, check, source = choose_inputs(restored)
+    check_forward(restored, sample, source)
     out: Path = args.out or Path(restored.spec.run_dir) / "exports" / f"{restored.spec.run_id}-{restored.checkpoint}{FORMATS[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     notes = restored.notes
