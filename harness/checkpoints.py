@@ -48,8 +48,11 @@ class OwnCheckpointIO(TorchCheckpointIO):
     scalar in a scheduler's state, an activation class in the hyperparameters), which torch's
     weights-only unpickler refuses; they come from this process, so they are read in full. Every
     other file (``resume``'s ``last.ckpt``, from a run folder that may have been downloaded) is read
-    weights-only, whatever the caller asked. A file counts as this process's when its path, size and
-    modification time are those recorded when it was written (a file replaced since is not).
+    weights-only. A file counts as this process's when its path, size and modification time are
+    those recorded when it was written (a file replaced since is not). A caller's explicit
+    ``weights_only`` wins: True for ``resume``; False from the worker for the ``best.ckpt`` that its
+    checkpoint callback saved in this process, which also covers the other ranks of a distributed run
+    (only rank 0 writes, so only its plugin saw the file being written).
     """
 
     def __init__(self) -> None:
@@ -79,8 +82,9 @@ class OwnCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        trusted = self.wrote(path) and weights_only is not True
-        return super().load_checkpoint(path, map_location=map_location, weights_only=not trusted)
+        if weights_only is None:
+            weights_only = not self.wrote(path)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def remove_checkpoint(self, path: Any) -> None:
         key = self._key(path)
@@ -110,6 +114,16 @@ class EpochCheckpoint(ModelCheckpoint):
             auto_insert_metric_name=auto_insert_metric_name, enable_version_counter=False,
         )
         self._state_key = ModelCheckpoint.__qualname__ + super().state_key.removeprefix(type(self).__qualname__)
+        self.saved_here: set[str] = set()  # the files this callback saved in this process (every rank)
+
+    @override
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.saved_here.add(str(Path(filepath).resolve()))
+
+    def saved(self, path: str | Path) -> bool:
+        """Whether this callback saved ``path`` in this process (not a file it took over from a resumed run)."""
+        return bool(path) and str(Path(path).resolve()) in self.saved_here
 
     @property
     @override

@@ -176,7 +176,12 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     # The fit's measurements are in the row now: a failure from here on costs only the column it concerns.
     validated = _after_fit(result, "validate", lambda: _evaluate(trainer, setup, "validate", result.details)) or []
     test_ckpt = _after_fit(result, "test", lambda: _test_weights(trainer, spec, tricks, checkpoints, result))
-    tested = _after_fit(result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)) or []
+    # best.ckpt as this process saved it is read in full (a module's scheduler may keep a numpy scalar
+    # there); one taken over from a resumed run is not (harness.checkpoints.OwnCheckpointIO)
+    own = bool(test_ckpt and checkpoints is not None and checkpoints.best is not None and checkpoints.best.saved(test_ckpt))
+    tested = _after_fit(
+        result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt, weights_only=False if own else None)
+    ) or []
     if spec.profiler:
         result.details["profile_files"] = profile_files(spec.run_dir, spec.run_id)
     (result.val_loss, val_key), (result.test_loss, test_key) = _metric(validated, "val_loss"), _metric(tested, "test_loss")
@@ -323,7 +328,8 @@ def _missing_stage(setup: Setup, stage: str) -> list[str]:
 
 
 def _evaluate(
-    trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any], ckpt_path: str | None = None
+    trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any], ckpt_path: str | None = None,
+    weights_only: bool | None = None,
 ) -> list[dict[str, float]]:
     """``trainer.validate`` or ``trainer.test``, when the module and datamodule define that stage.
 
@@ -334,7 +340,9 @@ def _evaluate(
     if missing:
         details[f"{stage}_skipped"] = f"no {' or '.join(missing)}"
         return []
-    return getattr(trainer, stage)(setup.module, datamodule=setup.datamodule, ckpt_path=ckpt_path, verbose=False)
+    return getattr(trainer, stage)(
+        setup.module, datamodule=setup.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
+    )
 
 
 def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) -> None:

@@ -345,3 +345,13 @@ def test_predict_and_export_say_what_forward_lacks_in_one_line(
         assert "example_input_array" in err[0]
     if command == "predict" and module == "ForwardTakesTwo":
         assert "default predict_step calls ForwardTakesTwo.forward(batch)" in err[0] and "predict_step" in err[0]
+
+
+def test_resume_reads_a_run_folders_checkpoint_weights_only(habits: Path, make_spec) -> None:
+    """The next process did not write last.ckpt: resume stays weights-only and says which global it refused."""
+    first = execute(habit_spec(make_spec, "NumpyState", max_epochs=1))
+    assert first.status == "ok", first.reason
+    resumed = execute(habit_spec(make_spec, "NumpyState", max_epochs=2, resume_from=first.checkpoints["last"]))
+    assert resumed.status == "failed"
+    assert resumed.reason.startswith("UnpicklingError: torch.load(weights_only=True) refused the global numpy")
+    assert "\x1b" not in resumed.reason
