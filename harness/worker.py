@@ -175,6 +175,10 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
 
     # The fit's measurements are in the row now: a failure from here on costs only the column it concerns.
     validated = _after_fit(result, "validate", lambda: _evaluate(trainer, setup, "validate", result.details)) or []
+    if not validated and "validate_skipped" not in result.details and "validate_error" not in result.details:
+        empty = _empty_validation(trainer, setup, spec)
+        if empty:
+            result.details["validate_skipped"] = empty
     test_ckpt = _after_fit(result, "test", lambda: _test_weights(trainer, spec, tricks, checkpoints, result))
     # best.ckpt as this process saved it is read in full (a module's scheduler may keep a numpy scalar
     # there); one taken over from a resumed run is not (harness.checkpoints.OwnCheckpointIO)
@@ -309,12 +313,33 @@ def _test_weights(
         result.details["test_weights"] = f"final weights: {checkpoints.note}"
         return None
     if best is None or "best" not in result.checkpoints:
-        result.details["test_weights"] = "final weights: no validation loop to pick a best epoch by"
+        empty = result.details.get("validate_skipped") if best is not None else None
+        why = f"no epoch was validated: {empty}" if empty else "no validation loop to pick a best epoch by"
+        result.details["test_weights"] = f"final weights: {why}"
         return None
     epoch = result.details.get("best_epoch")
     where = f" (epoch {epoch}, {best.monitor} {result.details['best_score']:.6g})" if epoch is not None else ""
     result.details["test_weights"] = f"best.ckpt{where}"
     return best.best_model_path
+
+
+def _empty_validation(trainer: pl.Trainer, setup: Setup, spec: RunSpec) -> str:
+    """Why a validation loop that exists ran no batch ('' when it ran some): a loader that drops its last
+    batch and holds fewer samples than one, or --limit-val-batches 0."""
+    if sum(trainer.num_val_batches or [0]) > 0:
+        return ""
+    if spec.limit_val_batches == 0:
+        return "validation ran 0 batches (--limit-val-batches 0)"
+    name = f"{type(setup.datamodule).__name__}.val_dataloader()"
+    loaders = trainer.val_dataloaders
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        dataset = getattr(loader, "dataset", None)
+        if getattr(loader, "drop_last", False) and hasattr(dataset, "__len__"):
+            return (
+                f"{name} yielded 0 batches: it drops its last batch (drop_last=True) and holds {len(dataset)} samples, "
+                f"fewer than one batch of {loader.batch_size}; set drop_last=False for validation"
+            )
+    return f"{name} yielded 0 batches"
 
 
 def _missing_stage(setup: Setup, stage: str) -> list[str]:

@@ -56,6 +56,9 @@ HABITS = textwrap.dedent(
             super().__init__(n, batch_size)
             self.batch_size = batch_size
 
+        def train_dataloader(self):
+            return DataLoader(_data(self.n, 0), batch_size=self.batch_size, shuffle=True)
+
 
     class Base(pl.LightningModule):
         def __init__(self, lr=0.01):
@@ -355,3 +358,25 @@ def test_resume_reads_a_run_folders_checkpoint_weights_only(habits: Path, make_s
     assert resumed.status == "failed"
     assert resumed.reason.startswith("UnpicklingError: torch.load(weights_only=True) refused the global numpy")
     assert "\x1b" not in resumed.reason
+
+
+def test_a_val_loader_that_drops_its_only_batch_is_named_not_called_missing(habits: Path, make_spec) -> None:
+    result = execute(habit_spec(make_spec, "Base", datamodule_args={"val_n": 20, "val_drop_last": True}))
+    assert result.status == "ok", result.reason
+    assert result.samples_per_s and result.train_loss is not None  # no curve: no epoch was validated
+    assert result.val_loss is None and result.test_loss is not None
+    skipped = result.details["validate_skipped"]
+    assert "Data.val_dataloader() yielded 0 batches" in skipped and "drop_last=True" in skipped and "20 samples" in skipped
+    assert "no validation loop" not in result.details["test_weights"] and "no epoch was validated" in result.details["test_weights"]
+
+
+def test_the_batch_size_finder_leaves_the_budget_something_to_measure(habits: Path, make_spec) -> None:
+    """On a CPU the search never runs out of memory: uncapped it climbs to the 256 samples of the training
+    set, and 2 epochs of 1-2 batches leave at most one timing block after the warm-up."""
+    result = execute(habit_spec(make_spec, "Base", ["batch-size-finder"], datamodule="SizedData"))
+    assert result.status == "ok", result.reason
+    assert_measured(result)
+    assert result.details["search_cap"] == 85  # 256 // ceil(2 x (1 + 2) / 2 epochs)
+    assert "search capped at 85" in result.details["measure_cap_note"]
+    assert result.batch_size == result.details["applied_batch_size"] <= 85
+    assert result.blocks_measured >= 2
