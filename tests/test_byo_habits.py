@@ -17,6 +17,7 @@ import torch
 from harness.checkpoints import OwnCheckpointIO
 from harness.cli import main
 from harness.rundir import RESULTS, write_plan
+from harness.spec import read_results
 from harness.errors import describe
 from harness.worker import execute
 
@@ -58,6 +59,13 @@ HABITS = textwrap.dedent(
 
         def train_dataloader(self):
             return DataLoader(_data(self.n, 0), batch_size=self.batch_size, shuffle=True)
+
+
+    class NeedsPackage(Data):
+        """prepare_data needs what is not installed (or the network): every run would fail the same way."""
+
+        def prepare_data(self):
+            import no_such_dataset_package  # noqa: F401
 
 
     class Base(pl.LightningModule):
@@ -380,3 +388,37 @@ def test_the_batch_size_finder_leaves_the_budget_something_to_measure(habits: Pa
     assert "search capped at 85" in result.details["measure_cap_note"]
     assert result.batch_size == result.details["applied_batch_size"] <= 85
     assert result.blocks_measured >= 2
+
+
+def test_a_baseline_that_fails_before_training_stops_the_workloads_other_runs(
+    habits: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = habits / "reports"
+    argv = [
+        "run", "--workload", "byo_habits:Base", "--datamodule", "byo_habits:NeedsPackage", "--tricks", "grad-clipping,swa",
+        "--accelerator", "cpu", "--max-epochs", "1", "--quiet", "--out", str(out),
+    ]
+    assert main(argv) == 1
+    (run_dir,) = out.iterdir()
+    rows = {row.trick: row for row in read_results(run_dir / RESULTS)}
+    assert rows["baseline"].status == "failed" and "No module named 'no_such_dataset_package'" in rows["baseline"].reason
+    for trick in ("grad-clipping", "swa"):
+        assert rows[trick].status == "failed"
+        assert rows[trick].reason.startswith(f"not run: the baseline {rows['baseline'].run_id} failed before training")
+        assert rows[trick].reason.endswith(rows["baseline"].reason)
+    assert [p.name for p in (run_dir / "logs").glob("*.log") if "forkserver" not in p.name] == [f"{rows['baseline'].run_id}.log"]
+
+
+def test_a_baseline_that_a_trick_may_fix_does_not_stop_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_spec) -> None:
+    from harness.commands.run_cmd import run_with_progress
+    from harness.spec import Result
+
+    def run_one(spec, run_dir, timeout_s=None, **launch):
+        reason = "non-finite loss: nan at step 3" if spec.label == "baseline" else ""
+        return Result(run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset="d", accelerator="cpu",
+                      repeat=0, status="failed" if reason else "ok", reason=reason, steps=3 if not reason else None, wall_s=0.1)
+
+    monkeypatch.setattr("harness.runner.run_one", run_one)
+    specs = [make_spec(tricks, run_id=f"r-{'-'.join(tricks) or 'baseline'}") for tricks in ([], ["grad-clipping"])]
+    results = run_with_progress(specs, tmp_path / "run", None, quiet=True)
+    assert [r.status for r in results] == ["failed", "ok"]
