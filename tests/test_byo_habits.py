@@ -422,3 +422,15 @@ def test_a_baseline_that_a_trick_may_fix_does_not_stop_the_others(tmp_path: Path
     specs = [make_spec(tricks, run_id=f"r-{'-'.join(tricks) or 'baseline'}") for tricks in ([], ["grad-clipping"])]
     results = run_with_progress(specs, tmp_path / "run", None, quiet=True)
     assert [r.status for r in results] == ["failed", "ok"]
+
+
+def test_a_module_of_the_old_pytorch_lightning_namespace_is_told_the_fix(habits: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pytorch_lightning")
+    (habits / "old_style.py").write_text(
+        "import pytorch_lightning as pl\n\nclass Old(pl.LightningModule):\n    pass\n"
+    )
+    argv = ["run", "--workload", "old_style:Old", "--datamodule", "byo_habits:Data", "--accelerator", "cpu", "--out", str(habits / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "subclasses pytorch_lightning.LightningModule (the old package name)" in err[-1]
+    assert "import lightning.pytorch as pl" in err[-1]
