@@ -80,7 +80,8 @@ def choose_checkpoint(result: Result, requested: str | None = None) -> tuple[str
         return FINAL, []
     if BEST in result.checkpoints:
         return BEST, []
-    return LAST, [f"run {result.run_id} has no best.ckpt (no validation metric to rank epochs by): using last.ckpt"]
+    why = str(result.details.get("test_weights", "")).removeprefix("final weights: ") or "no validation metric to rank epochs by"
+    return LAST, [f"run {result.run_id} has no best.ckpt ({why}): using last.ckpt"]
 
 
 def checkpoint_file(spec: RunSpec, result: Result, name: str) -> Path:

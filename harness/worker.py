@@ -157,8 +157,11 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     # weights_only: last.ckpt may come from a downloaded run folder (Lightning 2.6 would fully unpickle it)
     trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from, weights_only=True if resume_from else None)
     result.fit_s = time.perf_counter() - fit_started
+    fit_metrics = dict(trainer.callback_metrics)  # before validate/test replace them
     _record_contention(result, trainer, contention, device)
     _record_measurements(result, trainer, meter, curve, device)
+    if result.train_loss is None:
+        _logged_train_loss(result, fit_metrics)
     if spec.profiler:
         result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
     _count_flops(result, workload, spec, meter.example_batch)
@@ -284,6 +287,27 @@ def _record_measurements(
     result.train_loss = meter.timer.final_train_loss  # the last epoch's mean; over every rank's shard when distributed
     if trainer.world_size > 1 and result.train_loss is not None:
         result.train_loss = float(trainer.strategy.reduce(torch.tensor(result.train_loss, device=device), reduce_op="mean"))
+
+
+def _logged_train_loss(result: Result, metrics: dict[str, Any]) -> None:
+    """The train loss of a module whose ``training_step`` returns no loss (manual optimization, a GAN
+    that logs ``g_loss`` and ``d_loss``): the logged ``train_loss`` when there is one, else the training
+    metrics it logged are named, so that an empty column is not read as "no loss was logged"."""
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+    key = logged_name(scalars, "train_loss")
+    if key is not None:
+        result.train_loss = scalars[key]
+        result.details["train_loss_from"] = (
+            f"logged {key}, its last value (training_step returns no loss to average over the epoch)"
+        )
+        return
+    logged = {k: v for k, v in scalars.items() if "val" not in k and "test" not in k}
+    if logged:
+        result.details["train_metrics"] = logged
+        result.details["train_loss_note"] = (
+            f"training_step returns no loss and logs no train_loss: the column stays empty; logged in training: "
+            f"{', '.join(sorted(logged))} (in details.train_metrics)"
+        )
 
 
 def _test_weights(

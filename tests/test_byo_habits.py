@@ -155,6 +155,19 @@ HABITS = textwrap.dedent(
             return torch.optim.SGD(self.net.parameters(), lr=self.hparams.lr), torch.optim.SGD(self.other.parameters(), lr=self.hparams.lr)
 
 
+    class GanLogging(TwoOptimizers):
+        """Logs g_loss and d_loss, no train_loss, and returns nothing from training_step."""
+
+        def training_step(self, batch, batch_idx):
+            opt_a, opt_b = self.optimizers()
+            x, y = batch
+            loss_a = torch.nn.functional.mse_loss(self(x), y)
+            opt_a.zero_grad(); self.manual_backward(loss_a); opt_a.step()
+            loss_b = torch.nn.functional.mse_loss(self.other(x), y)
+            opt_b.zero_grad(); self.manual_backward(loss_b); opt_b.step()
+            self.log_dict({"g_loss": loss_a, "d_loss": loss_b})
+
+
     class TwoOptimizersLate(TwoOptimizers):
         """Its optimizers need the Trainer (as schedulers sized by estimated_stepping_batches do)."""
 
@@ -434,3 +447,24 @@ def test_a_module_of_the_old_pytorch_lightning_namespace_is_told_the_fix(habits:
     err = capsys.readouterr().err.strip().splitlines()
     assert "subclasses pytorch_lightning.LightningModule (the old package name)" in err[-1]
     assert "import lightning.pytorch as pl" in err[-1]
+
+
+def test_a_training_step_that_returns_no_loss_still_says_what_it_logged(habits: Path, make_spec) -> None:
+    two = execute(habit_spec(make_spec, "TwoOptimizers", run_id="two"))
+    assert two.status == "ok", two.reason
+    assert two.train_loss is not None and "logged train_loss" in two.details["train_loss_from"]
+    gan = execute(habit_spec(make_spec, "GanLogging", run_id="gan"))
+    assert gan.status == "ok", gan.reason
+    assert gan.train_loss is None and set(gan.details["train_metrics"]) == {"g_loss", "d_loss"}
+    assert "logged in training: d_loss, g_loss" in gan.details["train_loss_note"]
+
+
+def test_restoring_a_run_without_best_says_why_it_has_none() -> None:
+    from harness.restore import choose_checkpoint
+    from harness.spec import Result
+
+    why = "best.ckpt not kept: 'val_loss' is never logged (logged: val_mse); name the validation metric with --monitor"
+    row = Result(run_id="r", trick="baseline", workload="w", dataset="d", accelerator="cpu", repeat=0, status="ok",
+                 checkpoints={"last": "checkpoints/r/last.ckpt"}, details={"test_weights": f"final weights: {why}"})
+    name, notes = choose_checkpoint(row)
+    assert name == "last" and notes == [f"run r has no best.ckpt ({why}): using last.ckpt"]

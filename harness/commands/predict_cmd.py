@@ -80,7 +80,10 @@ def describe_checkpoint(restored: Restored) -> str:
     """Which checkpoint, and whether it holds the weights the row's test used."""
     used = str(restored.result.details.get("test_weights", ""))
     relpath = restored.result.checkpoints[restored.checkpoint]
-    if used.startswith(f"{restored.checkpoint}.ckpt"):
+    no_test = restored.result.details.get("test_skipped") or restored.result.details.get("test_error")
+    if no_test and (used.startswith(f"{restored.checkpoint}.ckpt") or (used.startswith("final weights") and restored.checkpoint == "last")):
+        why = f"the weights the row's test would have used; it has no test result ({no_test})"
+    elif used.startswith(f"{restored.checkpoint}.ckpt"):
         why = "the weights the row's test used"
     elif used.startswith("final weights") and restored.checkpoint == "last":
         why = "the latest save of the weights the row's test used (as fit left them)"
