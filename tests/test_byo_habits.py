@@ -168,6 +168,15 @@ HABITS = textwrap.dedent(
             self.log_dict({"g_loss": loss_a, "d_loss": loss_b})
 
 
+    class Picky(Base):
+        """Its constructor rejects a value (the parent's signature check cannot see that)."""
+
+        def __init__(self, lr=0.01):
+            if lr > 1:
+                raise ValueError(f"lr={lr} is too large for this model")
+            super().__init__(lr)
+
+
     class TwoOptimizersLate(TwoOptimizers):
         """Its optimizers need the Trainer (as schedulers sized by estimated_stepping_batches do)."""
 
@@ -403,18 +412,26 @@ def test_the_batch_size_finder_leaves_the_budget_something_to_measure(habits: Pa
     assert result.blocks_measured >= 2
 
 
+@pytest.mark.parametrize(
+    ("workload", "extra", "expected"),
+    [
+        ("byo_habits:Base", ["--datamodule", "byo_habits:NeedsPackage"], "No module named 'no_such_dataset_package'"),
+        ("byo_habits:Picky", ["--datamodule", "byo_habits:Data", "--init-args", '{"lr": 5}'], "lr=5 is too large for this model"),
+    ],
+)
 def test_a_baseline_that_fails_before_training_stops_the_workloads_other_runs(
-    habits: Path, capsys: pytest.CaptureFixture[str]
+    habits: Path, workload: str, extra: list[str], expected: str
 ) -> None:
+    """A prepare_data that needs a missing package, a constructor that rejects a value: every run would fail so."""
     out = habits / "reports"
     argv = [
-        "run", "--workload", "byo_habits:Base", "--datamodule", "byo_habits:NeedsPackage", "--tricks", "grad-clipping,swa",
+        "run", "--workload", workload, *extra, "--tricks", "grad-clipping,swa",
         "--accelerator", "cpu", "--max-epochs", "1", "--quiet", "--out", str(out),
     ]
     assert main(argv) == 1
     (run_dir,) = out.iterdir()
     rows = {row.trick: row for row in read_results(run_dir / RESULTS)}
-    assert rows["baseline"].status == "failed" and "No module named 'no_such_dataset_package'" in rows["baseline"].reason
+    assert rows["baseline"].status == "failed" and expected in rows["baseline"].reason
     for trick in ("grad-clipping", "swa"):
         assert rows[trick].status == "failed"
         assert rows[trick].reason.startswith(f"not run: the baseline {rows['baseline'].run_id} failed before training")
