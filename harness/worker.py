@@ -31,10 +31,10 @@ from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, 
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.lifeline import die_with_parent
-from harness.metrics import logged_name
-from harness.refusals import refused_by_design
 from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
+from harness.metrics import logged_name
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
+from harness.refusals import refused_by_design
 from harness.spec import Result, RunSpec, path_safe
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
