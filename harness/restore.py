@@ -234,7 +234,7 @@ def require_forward(module: pl.LightningModule, command: str) -> None:
             f"{name} defines no forward, and predict runs Lightning's default predict_step, which calls forward(batch); "
             f"{FORWARD_FIX}, or a predict_step(self, batch, batch_idx)"
         )
-    raise UserError(f"{name} defines no forward, and {command} exports forward; {FORWARD_FIX}, or set example_input_array")
+    raise UserError(f"{name} defines no forward, and {command} traces forward; {FORWARD_FIX}")
 
 
 def datamodule_for(restored: Restored) -> pl.LightningDataModule:
