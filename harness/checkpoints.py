@@ -15,14 +15,18 @@ next training batch), so checkpoints cost wall time but not samples/s.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
+from harness.metrics import logged_name
 from harness.rundir import inside_run_dir, plain_name
 from harness.spec import RunSpec
 
@@ -33,6 +37,60 @@ CHECKPOINT_NAMES = (BEST, LAST, FINAL)
 def checkpoint_dir(run_dir: str | Path, run_id: str) -> Path:
     """``<run_dir>/checkpoints/<run_id>``; the run id must be a plain name (it may come from plan.json)."""
     return Path(run_dir) / "checkpoints" / plain_name(run_id, "run id")
+
+
+class OwnCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader and writer, which trusts only the files it wrote itself, in this process.
+
+    A run reads back checkpoints it has just written: the test phase loads ``best.ckpt``, and the
+    LR and batch size finders restore the weights from a temporary checkpoint of Lightning's. Those
+    files hold whatever the user's module and its optimizer and scheduler put in them (a numpy
+    scalar in a scheduler's state, an activation class in the hyperparameters), which torch's
+    weights-only unpickler refuses; they come from this process, so they are read in full. Every
+    other file (``resume``'s ``last.ckpt``, from a run folder that may have been downloaded) is read
+    weights-only. A file counts as this process's when its path, size and modification time are
+    those recorded when it was written (a file replaced since is not). A caller's explicit
+    ``weights_only`` wins: True for ``resume``; False from the worker for the ``best.ckpt`` that its
+    checkpoint callback saved in this process, which also covers the other ranks of a distributed run
+    (only rank 0 writes, so only its plugin saw the file being written).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def _key(path: Any) -> tuple[str, tuple[int, int]] | None:
+        try:
+            resolved = Path(os.fspath(path)).resolve()
+            stat = resolved.stat()
+        except (OSError, TypeError):
+            return None
+        return str(resolved), (stat.st_size, stat.st_mtime_ns)
+
+    def wrote(self, path: Any) -> bool:
+        """Whether ``path`` is a file this object wrote and nothing has changed since."""
+        key = self._key(path)
+        return key is not None and self.written.get(key[0]) == key[1]
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        key = self._key(path)
+        if key is not None:
+            self.written[key[0]] = key[1]
+
+    def load_checkpoint(
+        self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if weights_only is None:
+            weights_only = not self.wrote(path)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        key = self._key(path)
+        super().remove_checkpoint(path)
+        if key is not None:
+            self.written.pop(key[0], None)
 
 
 class EpochCheckpoint(ModelCheckpoint):
@@ -56,6 +114,16 @@ class EpochCheckpoint(ModelCheckpoint):
             auto_insert_metric_name=auto_insert_metric_name, enable_version_counter=False,
         )
         self._state_key = ModelCheckpoint.__qualname__ + super().state_key.removeprefix(type(self).__qualname__)
+        self.saved_here: set[str] = set()  # the files this callback saved in this process (every rank)
+
+    @override
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.saved_here.add(str(Path(filepath).resolve()))
+
+    def saved(self, path: str | Path) -> bool:
+        """Whether this callback saved ``path`` in this process (not a file it took over from a resumed run)."""
+        return bool(path) and str(Path(path).resolve()) in self.saved_here
 
     @property
     @override
@@ -87,7 +155,10 @@ class BestCheckpoint(EpochCheckpoint):
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (trainer.sanity_checking or trainer.state.fn != "fit" or self.save_top_k == 0):
-            if self.monitor not in trainer.callback_metrics:
+            name = logged_name(trainer.callback_metrics, self.monitor)
+            if name is not None and name != self.monitor:  # logged on_step too: rank by the epoch mean
+                self.monitor = name
+            if name is None:
                 logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
                 self.note = (
                     f"best.ckpt not kept: {self.monitor!r} is never logged (logged: {logged}); "

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 from typing_extensions import override
 
 from harness.measure import BlockTimer
+from harness.metrics import logged_value
 
 
 class ValCurve(pl.Callback):
@@ -33,9 +34,9 @@ class ValCurve(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        value = trainer.callback_metrics.get(self.monitor)
+        value = logged_value(trainer.callback_metrics, self.monitor)  # val_loss_epoch when logged on_step too
         if value is None and self.fallback:
-            value = trainer.callback_metrics.get(self.fallback)
+            value = logged_value(trainer.callback_metrics, self.fallback)
         if value is None:
             return
         self.points.append(

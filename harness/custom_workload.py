@@ -54,9 +54,26 @@ def import_class(path: str, flag: str, base: type) -> type:
             f"{base.__name__} classes there: {', '.join(classes) or '(none)'}"
         )
     if not (isinstance(found, type) and issubclass(found, base)):
+        old = _old_namespace_base(found, base)
+        if old:
+            raise UserError(
+                f"{flag} {path!r} subclasses {old} (the old package name), which is not lightning.pytorch.{base.__name__}: "
+                f"the harness runs lightning.pytorch; in {module_name}, import it as `import lightning.pytorch as pl` "
+                "(or `from lightning.pytorch import ...`) instead of `pytorch_lightning`"
+            )
         what = f"class {found.__module__}.{found.__qualname__}" if isinstance(found, type) else f"a {type(found).__name__}"
         raise UserError(f"{flag} {path!r} is {what}, not a subclass of lightning.pytorch.{base.__name__}")
     return found
+
+
+def _old_namespace_base(found: Any, base: type) -> str:
+    """``pytorch_lightning.<Base>`` when ``found`` subclasses the old package's class of that name, else ''."""
+    if not isinstance(found, type):
+        return ""
+    for klass in found.__mro__:
+        if klass.__name__ == base.__name__ and klass.__module__.split(".")[0] == "pytorch_lightning":
+            return f"pytorch_lightning.{base.__name__}"
+    return ""
 
 
 def check_imported(

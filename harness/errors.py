@@ -8,7 +8,11 @@ inside a run and turn into a row of the results table instead of stopping the wh
 from __future__ import annotations
 
 import difflib
+import pickle
+import re
 from collections.abc import Iterable
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class UserError(Exception):
@@ -28,8 +32,28 @@ class NonFiniteLoss(Exception):
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message: what a row's reason or a one-line report shows."""
-    return (str(error).strip().splitlines() or [""])[0]
+    """The first line of an exception's message, without terminal colour codes (torch puts some in its
+    weights-only message): what a row's reason or a one-line report shows."""
+    return (ANSI.sub("", str(error)).strip().splitlines() or [""])[0]
+
+
+def rejected_global(error: BaseException) -> str | None:
+    """The global that torch's weights-only unpickler refused ("Unsupported global: GLOBAL numpy...."), if named."""
+    match = re.search(r"GLOBAL ([\w.]+)", ANSI.sub("", str(error)))
+    return match.group(1) if match else None
+
+
+def describe(error: BaseException) -> str:
+    """One clean line for a row's reason: the exception's type and first line; for a weights-only refusal,
+    whose first line is a generic preamble, the global it refused instead."""
+    if isinstance(error, pickle.UnpicklingError):
+        name = rejected_global(error)
+        if name:
+            return f"UnpicklingError: torch.load(weights_only=True) refused the global {name}"
+        lines = [line.strip() for line in ANSI.sub("", str(error)).splitlines() if line.strip()]
+        detail = next((line for line in lines if "nsupported" in line), lines[-1] if lines else "")
+        return f"UnpicklingError: torch.load(weights_only=True) refused the file ({detail})"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def unknown_name_error(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UserError:

@@ -12,7 +12,6 @@ what the row has instead.
 from __future__ import annotations
 
 import pickle
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness.checkpoints import BEST, CHECKPOINT_NAMES, FINAL, LAST, resolve
-from harness.errors import UserError, first_line, unknown_name_error
+from harness.errors import ANSI, UserError, first_line, rejected_global, unknown_name_error
 from harness.rundir import find_run
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS, Workload
@@ -81,7 +80,8 @@ def choose_checkpoint(result: Result, requested: str | None = None) -> tuple[str
         return FINAL, []
     if BEST in result.checkpoints:
         return BEST, []
-    return LAST, [f"run {result.run_id} has no best.ckpt (no validation metric to rank epochs by): using last.ckpt"]
+    why = str(result.details.get("test_weights", "")).removeprefix("final weights: ") or "no validation metric to rank epochs by"
+    return LAST, [f"run {result.run_id} has no best.ckpt ({why}): using last.ckpt"]
 
 
 def checkpoint_file(spec: RunSpec, result: Result, name: str) -> Path:
@@ -103,10 +103,10 @@ def refusal(path: Path, error: Exception) -> str:
     what tells a user whether the file is hostile. Its first line is a generic preamble, so the
     line that says what went wrong is looked for instead.
     """
-    text = str(error)
-    match = re.search(r"GLOBAL ([\w.]+)", text)
-    if match:
-        what = f"it asks for the global {match.group(1)}"
+    text = ANSI.sub("", str(error))
+    name = rejected_global(error)
+    if name:
+        what = f"it asks for the global {name}"
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         detail = next((line for line in lines if "nsupported" in line), lines[-1] if lines else type(error).__name__)
@@ -216,6 +216,25 @@ def restore(
     if precision and precision != "32-true" and not precision.endswith("-true"):
         load_notes.append(f"the run trained under {precision} autocast; this runs in float32")
     return Restored(spec, result, built, name, path, module, target, stored, notes + device_notes + load_notes)
+
+
+FORWARD_FIX = "define forward(self, x) taking the batch's first element (what predict and export feed it)"
+
+
+def require_forward(module: pl.LightningModule, command: str) -> None:
+    """A UserError when the module has no ``forward``: export traces it, and predict's default
+    ``predict_step`` calls it (a module that defines its own ``predict_step`` needs none for predict)."""
+    if is_overridden("forward", module, pl.LightningModule):
+        return
+    name = type(module).__name__
+    if command == "predict":
+        if is_overridden("predict_step", module, pl.LightningModule):
+            return
+        raise UserError(
+            f"{name} defines no forward, and predict runs Lightning's default predict_step, which calls forward(batch); "
+            f"{FORWARD_FIX}, or a predict_step(self, batch, batch_idx)"
+        )
+    raise UserError(f"{name} defines no forward, and {command} traces forward; {FORWARD_FIX}")
 
 
 def datamodule_for(restored: Restored) -> pl.LightningDataModule:

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,18 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
 from harness.budget import ValidateAtBudgetEnd
-from harness.checkpoints import FINAL, Checkpointing, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
+from harness.checkpoints import FINAL, Checkpointing, OwnCheckpointIO, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
 from harness.contention import ContentionMonitor, record_contention
 from harness.curves import ValCurve
 from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
-from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, first_line
+from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, describe, first_line
 from harness.flops import training_flops_per_batch, utilisation
 from harness.histograms import WeightHistograms
 from harness.lifeline import die_with_parent
 from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
+from harness.metrics import logged_name
 from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
+from harness.refusals import refused_by_design
 from harness.spec import Result, RunSpec, path_safe
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
@@ -70,6 +72,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
         limit_val_batches=spec.limit_val_batches,
         limit_test_batches=spec.limit_test_batches,
         default_root_dir=str(run_dir),
+        plugins=[OwnCheckpointIO()],  # reads the run's own checkpoints in full, any other weights-only
     )
 
 
@@ -95,8 +98,11 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
     except UserError as error:
         result.status, result.reason = "failed", str(error)
     except Exception as error:  # a crash in one run must not stop the others
-        traceback.print_exc()
-        result.status, result.reason = "failed", f"{type(error).__name__}: {first_line(error)}"
+        if spec.tricks and refused_by_design(error):  # a refusal apply() could not foresee (harness.refusals)
+            result.status, result.reason = "skipped", f"{spec.label}: Lightning refuses it here: {first_line(error)}"
+        else:
+            traceback.print_exc()
+            result.status, result.reason = "failed", describe(error)
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -151,8 +157,11 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     # weights_only: last.ckpt may come from a downloaded run folder (Lightning 2.6 would fully unpickle it)
     trainer.fit(setup.module, datamodule=setup.datamodule, ckpt_path=resume_from, weights_only=True if resume_from else None)
     result.fit_s = time.perf_counter() - fit_started
+    fit_metrics = dict(trainer.callback_metrics)  # before validate/test replace them
     _record_contention(result, trainer, contention, device)
     _record_measurements(result, trainer, meter, curve, device)
+    if result.train_loss is None:
+        _logged_train_loss(result, fit_metrics)
     if spec.profiler:
         result.details["profile_note"] = PROFILE_NOTE.format(name=spec.profiler)
     _count_flops(result, workload, spec, meter.example_batch)
@@ -167,23 +176,59 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     if getattr(setup.datamodule, "loader_reason", ""):
         result.details["loader_reason"] = setup.datamodule.loader_reason
 
-    validated = _evaluate(trainer, setup, "validate", result.details)
-    test_ckpt = _test_weights(trainer, spec, tricks, checkpoints, result)
-    tested = _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt)
+    # The fit's measurements are in the row now: a failure from here on costs only the column it concerns.
+    validated = _after_fit(result, "validate", lambda: _evaluate(trainer, setup, "validate", result.details)) or []
+    if not validated and "validate_skipped" not in result.details and "validate_error" not in result.details:
+        empty = _empty_validation(trainer, setup, spec)
+        if empty:
+            result.details["validate_skipped"] = empty
+    test_ckpt = _after_fit(result, "test", lambda: _test_weights(trainer, spec, tricks, checkpoints, result))
+    # best.ckpt as this process saved it is read in full (a module's scheduler may keep a numpy scalar
+    # there); one taken over from a resumed run is not (harness.checkpoints.OwnCheckpointIO)
+    own = bool(test_ckpt and checkpoints is not None and checkpoints.best is not None and checkpoints.best.saved(test_ckpt))
+    tested = _after_fit(
+        result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt, weights_only=False if own else None)
+    ) or []
     if spec.profiler:
         result.details["profile_files"] = profile_files(spec.run_dir, spec.run_id)
-    result.val_loss, result.test_loss = _metric(validated, "val_loss"), _metric(tested, "test_loss")
+    (result.val_loss, val_key), (result.test_loss, test_key) = _metric(validated, "val_loss"), _metric(tested, "test_loss")
     if result.val_loss is None and spec.monitor != "val_loss":  # a module that logs its own metric name
-        result.val_loss = _metric(validated, spec.monitor)
-        if result.val_loss is not None:
-            result.details["val_loss_from"] = spec.monitor
-    extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in ("val_loss", "test_loss")}
+        result.val_loss, val_key = _metric(validated, spec.monitor)
+    if val_key not in (None, "val_loss"):  # where the val column comes from: val_loss_epoch, the --monitor metric
+        result.details["val_loss_from"] = val_key
+    if test_key not in (None, "test_loss"):
+        result.details["test_loss_from"] = test_key
+    columns = ("val_loss", "val_loss_epoch", "test_loss", "test_loss_epoch")
+    extra = {k: float(v) for output in (*validated, *tested) for k, v in output.items() if k not in columns}
     if extra:  # e.g. the CNN's val_acc and test_acc
         result.details["metrics"] = extra
     if result.val_loss is not None and not math.isfinite(result.val_loss):
         raise NonFiniteLoss(f"validation loss is {result.val_loss} after training")
     for trick in tricks:
         trick.record(result)
+
+
+def _after_fit(result: Result, stage: str, step: Callable[[], Any]) -> Any:
+    """Run one step after a finished fit; a failure there is recorded, not raised (None returned).
+
+    The row keeps its throughput, memory, train loss and val curve: its status stays "ok", its
+    reason and ``details["<stage>_error"]`` say what failed (one line), and a warning says which
+    column stays empty. A NaN or a user error is no such failure and still fails the row.
+    """
+    if f"{stage}_error" in result.details:  # an earlier step of this stage failed: nothing to do
+        return None
+    try:
+        return step()
+    except (NonFiniteLoss, UserError, TrickSkipped, TrickFailed):
+        raise
+    except Exception as error:
+        traceback.print_exc()
+        line = describe(error)
+        result.details[f"{stage}_error"] = line
+        column = "val loss" if stage == "validate" else "test loss"
+        result.reason = f"{stage} after fit failed ({line}); the fit's measurements stand, the {column} column stays empty"
+        add_warning(result.details, result.reason)
+        return None
 
 
 def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None:
@@ -246,6 +291,27 @@ def _record_measurements(
         result.train_loss = float(trainer.strategy.reduce(torch.tensor(result.train_loss, device=device), reduce_op="mean"))
 
 
+def _logged_train_loss(result: Result, metrics: dict[str, Any]) -> None:
+    """The train loss of a module whose ``training_step`` returns no loss (manual optimization, a GAN
+    that logs ``g_loss`` and ``d_loss``): the logged ``train_loss`` when there is one, else the training
+    metrics it logged are named, so that an empty column is not read as "no loss was logged"."""
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+    key = logged_name(scalars, "train_loss")
+    if key is not None:
+        result.train_loss = scalars[key]
+        result.details["train_loss_from"] = (
+            f"logged {key}, its last value (training_step returns no loss to average over the epoch)"
+        )
+        return
+    logged = {k: v for k, v in scalars.items() if "val" not in k and "test" not in k}
+    if logged:
+        result.details["train_metrics"] = logged
+        result.details["train_loss_note"] = (
+            f"training_step returns no loss and logs no train_loss: the column stays empty; logged in training: "
+            f"{', '.join(sorted(logged))} (in details.train_metrics)"
+        )
+
+
 def _test_weights(
     trainer: pl.Trainer, spec: RunSpec, tricks: list[Trick], checkpoints: Checkpointing | None, result: Result
 ) -> str | None:
@@ -273,12 +339,33 @@ def _test_weights(
         result.details["test_weights"] = f"final weights: {checkpoints.note}"
         return None
     if best is None or "best" not in result.checkpoints:
-        result.details["test_weights"] = "final weights: no validation loop to pick a best epoch by"
+        empty = result.details.get("validate_skipped") if best is not None else None
+        why = f"no epoch was validated: {empty}" if empty else "no validation loop to pick a best epoch by"
+        result.details["test_weights"] = f"final weights: {why}"
         return None
     epoch = result.details.get("best_epoch")
     where = f" (epoch {epoch}, {best.monitor} {result.details['best_score']:.6g})" if epoch is not None else ""
     result.details["test_weights"] = f"best.ckpt{where}"
     return best.best_model_path
+
+
+def _empty_validation(trainer: pl.Trainer, setup: Setup, spec: RunSpec) -> str:
+    """Why a validation loop that exists ran no batch ('' when it ran some): a loader that drops its last
+    batch and holds fewer samples than one, or --limit-val-batches 0."""
+    if sum(trainer.num_val_batches or [0]) > 0:
+        return ""
+    if spec.limit_val_batches == 0:
+        return "validation ran 0 batches (--limit-val-batches 0)"
+    name = f"{type(setup.datamodule).__name__}.val_dataloader()"
+    loaders = trainer.val_dataloaders
+    for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+        dataset = getattr(loader, "dataset", None)
+        if getattr(loader, "drop_last", False) and hasattr(dataset, "__len__"):
+            return (
+                f"{name} yielded 0 batches: it drops its last batch (drop_last=True) and holds {len(dataset)} samples, "
+                f"fewer than one batch of {loader.batch_size}; set drop_last=False for validation"
+            )
+    return f"{name} yielded 0 batches"
 
 
 def _missing_stage(setup: Setup, stage: str) -> list[str]:
@@ -292,7 +379,8 @@ def _missing_stage(setup: Setup, stage: str) -> list[str]:
 
 
 def _evaluate(
-    trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any], ckpt_path: str | None = None
+    trainer: pl.Trainer, setup: Setup, stage: str, details: dict[str, Any], ckpt_path: str | None = None,
+    weights_only: bool | None = None,
 ) -> list[dict[str, float]]:
     """``trainer.validate`` or ``trainer.test``, when the module and datamodule define that stage.
 
@@ -303,7 +391,9 @@ def _evaluate(
     if missing:
         details[f"{stage}_skipped"] = f"no {' or '.join(missing)}"
         return []
-    return getattr(trainer, stage)(setup.module, datamodule=setup.datamodule, ckpt_path=ckpt_path, verbose=False)
+    return getattr(trainer, stage)(
+        setup.module, datamodule=setup.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
+    )
 
 
 def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) -> None:
@@ -327,11 +417,14 @@ def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) 
     result.details["mfu_peak"] = usage.peak
 
 
-def _metric(outputs: list[dict[str, float]], key: str) -> float | None:
+def _metric(outputs: list[dict[str, float]], name: str) -> tuple[float | None, str | None]:
+    """The value of ``name`` in validate/test outputs and the key it was found under (``NAME`` or ``NAME_epoch``:
+    harness.metrics), or (None, None)."""
     for output in outputs:
-        if key in output:
-            return float(output[key])
-    return None
+        key = logged_name(output, name)
+        if key is not None:
+            return float(output[key]), key
+    return None, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,11 @@ Pitfalls guarded here:
   20231: the search's few steps do not reach the fit's peak, e.g. optimizer state, fragmentation).
   A safety factor (0.9x by default) is applied to the found size; both are recorded.
 - Without out-of-memory errors (a CPU, or a large GPU with a small model) the search only stops at
-  its cap. It is capped at the training set size: a batch larger than the data is no batch at all.
+  its cap. It is capped at the training set size: a batch larger than the data is no batch at all;
+  and at the largest batch that still leaves the run's budget enough training batches for
+  ``MEASURED_BLOCKS`` timing blocks after the warm-up (:func:`measurable_cap`; unless ``max_val`` is
+  given): else the finder climbs to the training-set size, an epoch is 1-2 batches, and the row
+  measures nothing (or one block).
 - Lightning refuses to tune the batch size under a distributed strategy: skipped with that reason.
 - In ``power`` mode Lightning can return the next doubling without having tried it (issue 18426;
   in 2.6 it still happens when the doubling passes ``max_val``): the answer is clamped to the cap.
@@ -45,6 +49,19 @@ def train_set_size(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> i
         if source is not None and hasattr(source, "__len__"):
             return len(source)
     return None
+
+
+MEASURED_BLOCKS = 2  # timing blocks after the warm-up that the found batch size must leave the budget
+
+
+def measurable_cap(train_size: int | None, epochs: int | None, block_steps: int, warmup_blocks: int) -> int | None:
+    """The largest batch size whose ``epochs`` epochs over ``train_size`` samples still run
+    ``block_steps x (warmup_blocks + MEASURED_BLOCKS)`` training batches; None when unbounded or unknown."""
+    if not train_size or not epochs or epochs < 1:
+        return None
+    needed = block_steps * (warmup_blocks + MEASURED_BLOCKS)
+    per_epoch = -(-needed // epochs)
+    return max(1, train_size // per_epoch)
 
 
 def batch_size_holder(setup: Setup) -> int | None:
@@ -109,8 +126,19 @@ class BatchSizeFinder(Trick):
     def tune(self, trainer: pl.Trainer, setup: Setup) -> None:
         started = time.perf_counter()
         size = train_set_size(setup.datamodule, trainer)
-        caps = [cap for cap in (self.max_val, size) if cap is not None]
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        measurable = measurable_cap(size, epochs, setup.spec.block_steps, setup.spec.warmup_blocks)
+        if self.max_val is not None or (measurable is not None and measurable < self.init_val):
+            measurable = None  # an explicit max_val is the user's; a budget too short for any search is the run's check
+        caps = [cap for cap in (self.max_val, size, measurable) if cap is not None]
         search_cap = min(caps) if caps else None
+        if measurable is not None and search_cap == measurable and (size is None or measurable < size):
+            setup.details["measure_cap_note"] = (
+                f"search capped at {measurable}: a larger batch would leave the budget ({epochs} epoch(s) of "
+                f"{size} samples) fewer than {setup.spec.block_steps * (setup.spec.warmup_blocks + MEASURED_BLOCKS)} "
+                f"training batches, too few for {MEASURED_BLOCKS} timing blocks of --block-steps {setup.spec.block_steps} "
+                "after the warm-up (on a CPU the finder never runs out of memory and climbs to the training-set size)"
+            )
         kwargs: dict[str, Any] = dict(
             mode=self.mode, steps_per_trial=self.steps_per_trial, init_val=self.init_val, max_trials=self.max_trials
         )

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
 from harness.errors import TrickSkipped
+from harness.metrics import logged_name
 from harness.trick import Setup, Trick, add_warning, register_trick
 
 MONITOR = "val_loss"  # the default of --monitor (RunSpec.monitor)
@@ -75,7 +76,7 @@ class EarlyStoppingTrick(Trick):
             setup.trainer_kwargs["min_epochs"] = self.min_epochs
         callback = EarlyStopping(monitor=monitor, patience=self.patience, min_delta=self.min_delta, mode=self.mode)
         setup.callbacks.extend(
-            [MonitorCheck(monitor), callback, EarlyStoppingRecorder(callback, budget, baseline, setup.details)]
+            [MonitorCheck(monitor, callback), callback, EarlyStoppingRecorder(callback, budget, baseline, setup.details)]
         )
         setup.details.update(
             monitor=monitor,
@@ -100,14 +101,22 @@ class MonitorCheck(pl.Callback):
 
     It runs before ``EarlyStopping`` (which would raise a RuntimeError there, its ``strict`` check),
     so that the row says what the module lacks and which metrics it does log (``--monitor``).
+    A metric logged with ``on_step=True`` too is held as ``NAME_epoch`` (harness.metrics): the
+    early stopping callback is pointed at that epoch mean (``NAME`` would be the last batch's value).
     """
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, early_stopping: EarlyStopping | None = None) -> None:
         self.monitor = monitor
+        self.early_stopping = early_stopping
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor in trainer.callback_metrics:
+        if trainer.sanity_checking:
+            return
+        name = logged_name(trainer.callback_metrics, self.monitor)
+        if name is not None:
+            if self.early_stopping is not None and self.early_stopping.monitor != name:
+                self.early_stopping.monitor = name
             return
         logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
         raise TrickSkipped(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import lightning.pytorch as pl
 
 from harness.errors import TrickSkipped, UserError
+from harness.refusals import refuse_manual_optimization
 from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
 
 if TYPE_CHECKING:
@@ -60,8 +61,17 @@ class GradAccumulation(Trick):
         return conflicts
 
     def apply(self, setup: Setup) -> None:
-        batch_size = setup.datamodule.batch_size
+        refuse_manual_optimization(
+            self.name, setup.module, "Automatic gradient accumulation is not supported for manual optimization",
+            "accumulate in your training_step (step the optimizers every k batches)",
+        )
+        batch_size = getattr(setup.datamodule, "batch_size", None)  # an imported datamodule may have none
         if self.mode == "same-effective-batch":
+            if batch_size is None:
+                raise TrickSkipped(
+                    f"grad-accumulation mode same-effective-batch divides the datamodule's batch_size by k: "
+                    f"{type(setup.datamodule).__name__} has no batch_size attribute; use grad-accumulation.mode=same-micro-batch"
+                )
             micro = batch_size // self.k
             if micro < 1:
                 raise UserError(
@@ -95,5 +105,8 @@ class GradAccumulation(Trick):
         self._record_batch(setup)
 
     def _record_batch(self, setup: Setup) -> None:
-        micro = setup.datamodule.batch_size
+        micro = getattr(setup.datamodule, "batch_size", None)
+        if micro is None:  # the datamodule's own loaders decide: the row's batch_size says what they served
+            setup.details.update(micro_batch_size=None, effective_batch_size=f"{self.k} x the datamodule's batch")
+            return
         setup.details.update(micro_batch_size=micro, effective_batch_size=micro * self.k)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from harness.refusals import refuse_manual_optimization
 from harness.trick import Setup, Trick, register_trick
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ class GradClipping(Trick):
             raise ValueError(f"value must be > 0, got {self.value}")
 
     def apply(self, setup: Setup) -> None:
+        refuse_manual_optimization(
+            self.name, setup.module, "Automatic gradient clipping is not supported for manual optimization",
+            "clip in your training_step with self.clip_gradients(optimizer, gradient_clip_val=...)",
+        )
         setup.trainer_kwargs.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
         setup.details.update(gradient_clip_val=self.value, gradient_clip_algorithm=self.algorithm)
 

@@ -32,6 +32,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
 
 from harness.errors import TrickFailed, TrickSkipped
+from harness.refusals import refuse_several_optimizers
 from harness.trick import Setup, Trick, add_warning, register_trick
 
 # Lightning's suggestion() drops the first 10 and the last point, and needs 2 finite ones left.
@@ -105,6 +106,16 @@ class LRFinder(Trick):
             raise TrickSkipped(
                 f"lr-finder needs an lr or learning_rate attribute (Tuner.lr_find sets it): "
                 f"{type(setup.module).__name__} (and its hparams) has neither"
+            )
+        refuse_several_optimizers(
+            self.name, setup.module,
+            lambda counts: f"`model.configure_optimizers()` returned {counts[0]}, but learning rate finder only works with single optimizer",
+        )
+        if not setup.module.automatic_optimization:
+            raise TrickSkipped(
+                f"lr-finder: {type(setup.module).__name__} uses manual optimization (automatic_optimization is False): "
+                "Lightning steps the finder's LR schedule only under automatic optimization, so the search would stay "
+                "at min_lr and suggest nothing"
             )
         setup.details.update(
             lr_find_min_lr=self.min_lr,

@@ -30,6 +30,9 @@ import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
 from typing_extensions import override
 
+from harness.metrics import logged_value
+from harness.errors import TrickSkipped
+from harness.refusals import optimizer_counts, refuse_several_optimizers
 from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
 
 MIN_SNAPSHOTS = 2
@@ -95,6 +98,13 @@ class SWA(Trick):
         return conflicts
 
     def apply(self, setup: Setup) -> None:
+        refuse_several_optimizers(self.name, setup.module, "SWA currently works with 1 `optimizer`.")
+        counts = optimizer_counts(setup.module)
+        if counts is not None and counts[1] > 1:
+            raise TrickSkipped(
+                f"swa: {type(setup.module).__name__}.configure_optimizers returns {counts[1]} LR schedulers, and Lightning "
+                "says: \"SWA currently not supported for more than 1 `lr_scheduler`.\""
+            )
         baseline = setup.spec.max_epochs
         budget = max(setup.trainer_kwargs.get("max_epochs") or baseline, self.budget_epochs)
         setup.trainer_kwargs["max_epochs"] = budget
@@ -157,7 +167,7 @@ class SWARecorder(pl.Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get("val_loss")
+        value = logged_value(trainer.callback_metrics, "val_loss")
         if value is None or trainer.sanity_checking:
             return
         if trainer.state.fn == "fit" and trainer.current_epoch == self.last:

@@ -40,7 +40,8 @@ import torch
 
 from harness.commands.predict_cmd import add_row_arguments, describe_checkpoint, describe_row
 from harness.errors import UserError, first_line
-from harness.restore import Restored, datamodule_for, input_batch, restore
+from harness.errors import describe as describe_error
+from harness.restore import FORWARD_FIX, Restored, datamodule_for, input_batch, require_forward, restore
 
 NAME = "export"
 HELP = "Export a finished run's trained model to ONNX or TorchScript and check the file against PyTorch (--atol)."
@@ -98,8 +99,8 @@ def as_inputs(value: Any, what: str) -> Inputs:
     return tuple(item.detach().cpu() for item in items)
 
 
-def choose_inputs(restored: Restored) -> tuple[Inputs, Inputs, str]:
-    """The export sample, the (larger) check input, and where the sample came from.
+def choose_inputs(restored: Restored) -> tuple[Inputs, Inputs, str, str]:
+    """The export sample, the (larger) check input, where the sample came from, and what the check input is.
 
     The module's ``example_input_array`` when it defines one (what Lightning's exporters use by
     default), else the first real test inputs. The check input is real test data of a larger batch
@@ -117,8 +118,24 @@ def choose_inputs(restored: Restored) -> tuple[Inputs, Inputs, str]:
     if len(sample) == 1:
         real = input_batch(datamodule, size)
         if real.shape[1:] == sample[0].shape[1:] and real.dtype == sample[0].dtype:
-            return sample, (real,), source
-    return sample, tuple(x.repeat(-(-size // len(x)), *([1] * (x.dim() - 1)))[:size] for x in sample), source
+            return sample, (real,), source, "test inputs"
+    repeated = tuple(x.repeat(-(-size // len(x)), *([1] * (x.dim() - 1)))[:size] for x in sample)
+    return sample, repeated, source, f"inputs ({source.removeprefix('the ')} repeated)"
+
+
+def check_forward(restored: Restored, sample: Inputs, source: str) -> None:
+    """A UserError, before any exporter runs, when forward does not take the export sample: the exporters'
+    own errors say only where in their steps they failed ("TorchExportError ... step 1/3")."""
+    module = restored.module
+    try:
+        with torch.no_grad():
+            module(*sample)
+    except Exception as error:
+        name = type(module).__name__
+        raise UserError(
+            f"{name}.forward does not take {source} ({describe(sample)}): {describe_error(error)}; "
+            f"{FORWARD_FIX}, or set {name}.example_input_array to an input it takes"
+        ) from None
 
 
 def flat_outputs(value: Any) -> list[torch.Tensor]:
@@ -216,7 +233,9 @@ def main(args: argparse.Namespace) -> int:
     restored.module.float().eval()
     print(describe_row(restored))
     print(describe_checkpoint(restored))
-    sample, check, source = choose_inputs(restored)
+    require_forward(restored.module, NAME)
+    sample, check, source, check_what = choose_inputs(restored)
+    check_forward(restored, sample, source)
     out: Path = args.out or Path(restored.spec.run_dir) / "exports" / f"{restored.spec.run_id}-{restored.checkpoint}{FORMATS[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     notes = restored.notes
@@ -238,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     for note in notes + export_notes:
         print(f"note: {note}")
     if not dynamic:
-        check = sample
+        check, check_what = sample, f"inputs ({source.removeprefix('the ')})"
     print(f"exported in float32 with {how}, sample: {describe(sample)} from {source}")
     print(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KiB)")
 
@@ -255,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
     diff = max_abs_diff(got, want)
     runtime = "onnxruntime (CPUExecutionProvider)" if fmt == "onnx" else "torch.jit.load"
     verdict = "ok" if diff <= atol else "FAIL"
-    print(f"check: {runtime} vs the LightningModule's forward on {len(check[0])} test inputs "
+    print(f"check: {runtime} vs the LightningModule's forward on {len(check[0])} {check_what} "
           f"(export sample: {len(sample[0])}): max abs diff {diff:.3g} (--atol {atol:g}): {verdict}")
     if diff > atol:
         print(f"harness: the exported file differs from PyTorch by {diff:.3g}, above --atol {atol:g}", file=sys.stderr)

@@ -23,7 +23,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from harness.restore import TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, restore
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from harness.errors import UserError, describe
+from harness.restore import FORWARD_FIX, TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, require_forward, restore
 
 NAME = "predict"
 HELP = "Run a finished run's trained model (the checkpoint its test used, or --checkpoint) on its test set; save the outputs."
@@ -77,7 +80,10 @@ def describe_checkpoint(restored: Restored) -> str:
     """Which checkpoint, and whether it holds the weights the row's test used."""
     used = str(restored.result.details.get("test_weights", ""))
     relpath = restored.result.checkpoints[restored.checkpoint]
-    if used.startswith(f"{restored.checkpoint}.ckpt"):
+    no_test = restored.result.details.get("test_skipped") or restored.result.details.get("test_error")
+    if no_test and (used.startswith(f"{restored.checkpoint}.ckpt") or (used.startswith("final weights") and restored.checkpoint == "last")):
+        why = f"the weights the row's test would have used; it has no test result ({no_test})"
+    elif used.startswith(f"{restored.checkpoint}.ckpt"):
         why = "the weights the row's test used"
     elif used.startswith("final weights") and restored.checkpoint == "last":
         why = "the latest save of the weights the row's test used (as fit left them)"
@@ -115,6 +121,18 @@ def predict(restored: Restored, datamodule: pl.LightningDataModule) -> tuple[Any
     return concatenate(list(outputs or [])), source
 
 
+def predict_failure(module: pl.LightningModule, error: BaseException) -> str:
+    """Why Trainer.predict failed, in one line: where (the default predict_step's forward(batch) or the
+    module's own predict_step), the exception, and what to change."""
+    name = type(module).__name__
+    if is_overridden("predict_step", module, pl.LightningModule):
+        return f"Trainer.predict failed in {name}.predict_step: {describe(error)}; fix predict_step (it runs on the run's test batches)"
+    return (
+        f"Trainer.predict failed: Lightning's default predict_step calls {name}.forward(batch) with the whole batch, "
+        f"and it raised {describe(error)}; {FORWARD_FIX}, and a predict_step(self, batch, batch_idx) that returns self(batch[0])"
+    )
+
+
 def show_standalone(restored: Restored, datamodule: pl.LightningDataModule) -> None:
     """The workload's plain PyTorch part on its own, on real test inputs, against the module's forward."""
     part = restored.workload.standalone_submodule(restored.module)
@@ -146,8 +164,14 @@ def main(args: argparse.Namespace) -> int:
     print(describe_checkpoint(restored))
     for note in restored.notes:
         print(f"note: {note}")
+    require_forward(restored.module, NAME)
     datamodule = datamodule_for(restored)  # loaded once, for the predictions and the standalone demo
-    outputs, source = predict(restored, datamodule)
+    try:
+        outputs, source = predict(restored, datamodule)
+    except UserError:
+        raise
+    except Exception as error:  # the module's own code failed: one line with the cause and the fix
+        raise UserError(predict_failure(restored.module, error)) from None
     out = args.out or Path(restored.spec.run_dir) / "predictions" / f"{restored.spec.run_id}-{restored.checkpoint}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(outputs, out)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
 from harness.rundir import write_plan, writer_lock
 from harness.runner import run_all
-from harness.spec import Result, RunSpec
+from harness.spec import BASELINE, Result, RunSpec, append_row
 from harness.workload import WORKLOADS
 
 NAME = "run"
@@ -80,6 +81,57 @@ def main(args: argparse.Namespace) -> int:
         return report_and_exit_code(run_dir, results, target_val_loss, environment)
 
 
+# A baseline that failed for one of these reasons may have failed for a reason a trick changes
+# (precision, clipping, a smaller batch): the tricks still run.
+TRICK_MAY_CHANGE = ("out of memory", "non-finite loss", "timed out", "killed by")
+
+
+def fails_every_run(result: Result) -> bool:
+    """A baseline that failed before any training step, for a reason no trick changes (the module's
+    constructor, an import, a ``prepare_data`` that needs a missing package or the network)."""
+    return (
+        result.trick == BASELINE and result.status == "failed" and not result.steps and result.fit_s is None
+        and not result.reason.startswith(TRICK_MAY_CHANGE)
+    )
+
+
+class StopAfterFailedBaseline(list):  # type: ignore[type-arg]
+    """The plan's specs, handed to the runner one at a time: once a workload's baseline has failed in a
+    way every run of it would (:func:`fails_every_run`), its remaining runs on that accelerator are not
+    started; each gets a failed row (so ``resume --retry-failed`` reruns it once fixed) with the
+    baseline's reason, instead of paying a start-up to fail the same way. (The runner, harness/runner.py,
+    iterates the list; ``observe`` is its ``on_result``.)
+    """
+
+    def __init__(self, specs: list[RunSpec], run_dir: Path, line: Callable[[Result], str] = lambda r: progress_line(r)) -> None:
+        super().__init__(specs)
+        self.line = line
+        self.results_path = run_dir / "results.jsonl"
+        self.stopped: dict[tuple[str, str], Result] = {}
+        self.not_run: list[Result] = []
+
+    def observe(self, result: Result) -> None:
+        tqdm.write(self.line(result), file=sys.stderr)
+        if fails_every_run(result):
+            self.stopped.setdefault((result.workload, result.accelerator), result)
+
+    def __iter__(self) -> Iterator[RunSpec]:
+        for spec in list.__iter__(self):
+            baseline = self.stopped.get((spec.workload, spec.accelerator))
+            if baseline is None:
+                yield spec
+                continue
+            row = Result(
+                run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
+                accelerator=spec.accelerator, repeat=spec.repeat, status="failed", batch_size=spec.batch_size, seed=spec.seed,
+                reason=f"not run: the baseline {baseline.run_id} failed before training, as every run of this workload would: {baseline.reason}",
+                details={"not_run_because": baseline.run_id},
+            )
+            append_row(self.results_path, row)
+            self.not_run.append(row)
+            tqdm.write(self.line(row), file=sys.stderr)
+
+
 def run_with_progress(
     specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool, isolation: str | None = None
 ) -> list[Result]:
@@ -87,16 +139,21 @@ def run_with_progress(
 
     The bar redraws itself with carriage returns: only a terminal shows that as one line. Piped into a
     file or a CI log every frame would stay, so there it is off and the log holds the per-run lines alone.
+    Runs of a workload whose baseline failed before training are not started (:class:`StopAfterFailedBaseline`).
     """
     started, done = time.perf_counter(), [0]
 
-    def show(result: Result) -> None:
+    def line(result: Result) -> str:  # the run, then how many are left and about how long they take
         done[0] += 1
-        tqdm.write(progress_line(result) + remaining_text(done[0], len(specs), time.perf_counter() - started), file=sys.stderr)
+        return progress_line(result) + remaining_text(done[0], len(specs), time.perf_counter() - started)
 
-    return run_all(
-        specs, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation, on_result=show,
+    gate = StopAfterFailedBaseline(specs, run_dir, line)
+    results = run_all(
+        gate, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation,
+        on_result=gate.observe,
     )
+    order = {spec.run_id: index for index, spec in enumerate(specs)}
+    return sorted([*results, *gate.not_run], key=lambda r: order.get(r.run_id, len(order)))
 
 
 def remaining_text(done: int, total: int, elapsed_s: float) -> str:
