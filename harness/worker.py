@@ -150,6 +150,11 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
     result.tune_s = time.perf_counter() - tune_started
 
     resume_from = str(resolve(spec.run_dir, spec.resume_from)) if spec.resume_from else None
+    if resume_from and _budget_spent(resume_from, spec):
+        # the run finished fit before its row was lost (e.g. killed in the test phase): nothing is left
+        # to continue, and a row that trained nothing measures nothing, so it trains afresh
+        result.details["resume_ignored"] = f"{spec.resume_from} is at the end of the budget: trained afresh"
+        resume_from = None
     if resume_from:
         result.details["resumed_from"] = spec.resume_from
     reset_peak_memory(device)
@@ -231,11 +236,24 @@ def _after_fit(result: Result, stage: str, step: Callable[[], Any]) -> Any:
         return None
 
 
+def _budget_spent(checkpoint: str, spec: RunSpec) -> bool:
+    """Whether a checkpoint was saved with the run's budget already used up (its epochs or steps)."""
+    try:  # weights_only: the file may come from elsewhere; anything it cannot read, fit reports itself
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    if not isinstance(saved, dict):
+        return False
+    epochs_done = int(saved.get("epoch", -1)) + 1
+    steps_done = int(saved.get("global_step", 0))
+    return (spec.max_epochs > 0 and epochs_done >= spec.max_epochs) or (spec.max_steps > 0 and steps_done >= spec.max_steps)
+
+
 def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None:
     """A budget that trained or measured nothing is a failed row that says why, never an "ok" one;
     the batch size recorded is the one the batches had, when the dataset was smaller than asked for."""
     if meter.timer.batches == 0:
-        if spec.resume_from:
+        if result.details.get("resumed_from"):
             raise TrickFailed(
                 f"trained nothing: resumed from {spec.resume_from}, whose run had spent its budget already; "
                 "delete that checkpoint and `resume --retry-failed` to run it afresh"

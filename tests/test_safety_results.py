@@ -63,5 +63,6 @@ def test_truncated_last_row_then_resume_keeps_every_complete_row(tmp_path: Path,
     rows = read_results(run_dir / RESULTS)
     assert [r.trick for r in rows] == ["baseline", "grad-clipping"]
     assert json.loads((run_dir / RESULTS).read_text().splitlines()[0]) == json.loads(whole)  # kept as it was
-    assert rows[1].status == "ok"
+    assert rows[1].status == "ok" and rows[1].steps > 0  # its last.ckpt was the budget's end: trained afresh, not 0 steps
+    assert "at the end of the budget: trained afresh" in rows[1].details["resume_ignored"]
     assert main(["predict", str(run_dir), "--trick", "grad-clipping"]) == 0
