@@ -426,7 +426,7 @@ def test_a_baseline_that_fails_before_training_stops_the_workloads_other_runs(
     out = habits / "reports"
     argv = [
         "run", "--workload", workload, *extra, "--tricks", "grad-clipping,swa",
-        "--accelerator", "cpu", "--max-epochs", "1", "--quiet", "--out", str(out),
+        "--accelerator", "cpu", "--max-epochs", "1", "--repeats", "1", "--quiet", "--out", str(out),
     ]
     assert main(argv) == 1
     (run_dir,) = out.iterdir()
