@@ -58,3 +58,24 @@ def test_a_run_that_shares_the_cpus_is_flagged(make_spec: Callable[..., RunSpec]
     assert result.status == "ok", result.reason
     assert result.details["foreign_cpu_share"] > 0.15
     assert any(w.startswith("other processes used") for w in result.details.get("warnings", [])), result.details
+
+
+def test_cpu_time_of_the_runs_own_child_processes_is_its_own_not_foreign() -> None:
+    """A compile worker or DataLoader worker busy beside the run is the run's load (torch.compile's
+    inductor workers read ~45% "foreign" before), while another rank of the run counts itself."""
+    import subprocess
+    import sys
+    import time
+
+    from harness.contention import _descendants_cpu_seconds
+
+    before = _descendants_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while _descendants_cpu_seconds() - before < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _descendants_cpu_seconds() - before >= 0.5
+    finally:
+        child.kill()
+        child.wait()
