@@ -59,6 +59,11 @@ class Workload:
         """The training loss of one batch without Lightning, for the plain-PyTorch parity loop."""
         raise NotImplementedError(f"workload {self.name!r} has no plain PyTorch loss for the parity check")
 
+    def checkpoint_blocks(self, module: pl.LightningModule) -> list[tuple[str, torch.nn.Module]]:
+        """The blocks whose activations ``activation-checkpointing`` recomputes in backward instead of
+        keeping (named, for the row's details); none by default, and the trick is then skipped."""
+        return []
+
     def standalone_submodule(self, module: pl.LightningModule) -> StandaloneSubmodule | None:
         """The part of a trained module that is worth using without Lightning, or None.
 

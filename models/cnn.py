@@ -97,6 +97,11 @@ class CNNWorkload(Workload):
     def build_module(self, spec: RunSpec) -> LitDigitCNN:
         return LitDigitCNN(lr=spec.lr, batch_size=spec.batch_size, width=self.width, hidden=self.hidden)
 
+    def checkpoint_blocks(self, module: pl.LightningModule) -> list[tuple[str, nn.Module]]:
+        """The convolutional feature stack: its activations (64 x 24 x 24 per image) are most of the memory."""
+        assert isinstance(module, LitDigitCNN)
+        return [("net.features", module.net.features)]
+
     def plain_loss(self, module: pl.LightningModule, batch: Any) -> torch.Tensor:
         assert isinstance(module, LitDigitCNN)
         return module.classification_loss(batch)

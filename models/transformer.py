@@ -140,6 +140,11 @@ class TransformerWorkload(Workload):
         if self.sequences < 10:
             raise ValueError(f"sequences must be >= 10 for a train/val/test split, got {self.sequences}")
 
+    def checkpoint_blocks(self, module: pl.LightningModule) -> list[tuple[str, nn.Module]]:
+        """Each transformer block (nn.TransformerEncoder calls them one by one)."""
+        assert isinstance(module, LitTinyGPT)
+        return [(f"model.blocks.layers.{i}", layer) for i, layer in enumerate(module.model.blocks.layers)]
+
     def build_module(self, spec: RunSpec) -> LitTinyGPT:
         return LitTinyGPT(lr=spec.lr, batch_size=spec.batch_size, vocab=self.vocab, seq_len=self.seq_len,
                           d_model=self.d_model, layers=self.layers, heads=self.heads)
