@@ -77,7 +77,7 @@ def add_training_arguments(
     parser.add_argument(
         "--max-epochs", type=epochs_arg, default=max_epochs, metavar="N|auto",
         help="epoch budget of every run; auto: enough epochs for the workload's sample budget (the autoencoder: "
-        f"60,000 samples, 53 epochs of digits, 3 of MNIST), else 3 (default: {max_epochs if max_epochs else 'auto'})",
+        f"75,000 samples, 66 epochs of digits, 3 of MNIST), else 3 (default: {max_epochs if max_epochs else 'auto'})",
     )
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
     parser.add_argument("--seed", type=seed_int, default=42, help="seed for data split, shuffling and init (default: 42)")
