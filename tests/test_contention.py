@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -44,17 +45,20 @@ def test_proc_stat_is_read(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
 def test_a_run_that_shares_the_cpus_is_flagged(make_spec: Callable[..., RunSpec]) -> None:
+    # spinners that are not this process's descendants (a shell starts each and exits: they are
+    # orphaned), since a run counts the CPU time of the processes it started as its own
     spinners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+        int(subprocess.run(["sh", "-c", f"'{sys.executable}' -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True).stdout)
+        for _ in range(os.cpu_count() or 2)
     ]
     try:
         # ~800 steps: a fit window well over MIN_WINDOW_CPU_S even on a fast, idle machine (3 epochs of
         # digits, 54 steps, once ended under it, where no warning is given by design)
         result = execute(make_spec(max_epochs=2, dataset="synthetic", synthetic_size=16384, checkpoints=False))
     finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
+        for pid in spinners:
+            os.kill(pid, signal.SIGKILL)
     assert result.status == "ok", result.reason
     assert result.details["foreign_cpu_share"] > 0.15
     assert any(w.startswith("other processes used") for w in result.details.get("warnings", [])), result.details

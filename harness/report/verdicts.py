@@ -506,15 +506,20 @@ def _call_budget(to_target: Axis, quality: Axis, wall: float) -> tuple[str, str]
 # rendering helpers (strings and frames; the pages decide where they go)
 
 
+def by_group(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
+    """The verdicts per workload, accelerator and dataset, under the heading every page shows, in order."""
+    groups: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        groups.setdefault(f"{v.workload} on {v.accelerator}, dataset {v.dataset}", []).append(v)
+    return groups
+
+
 def verdict_lines(verdicts: Sequence[Verdict]) -> list[tuple[str, list[str]]]:
-    """(group heading, its aligned verdict lines) per group, for the terminal and report.md."""
-    out: list[tuple[str, list[str]]] = []
-    groups: dict[tuple[str, str, str], list[Verdict]] = {}
-    for verdict in verdicts:
-        groups.setdefault((verdict.workload, verdict.dataset, verdict.accelerator), []).append(verdict)
-    for (workload, dataset, accelerator), rows in groups.items():
+    """(group heading, its aligned verdict lines) per group, for report.md."""
+    out = []
+    for heading, rows in by_group(verdicts).items():
         width = max(len(v.trick) for v in rows)
-        out.append((f"{workload} on {accelerator}, dataset {dataset}", [v.line(width) for v in rows]))
+        out.append((heading, [v.line(width) for v in rows]))
     return out
 
 
@@ -538,11 +543,8 @@ def verdicts_html(verdicts: Sequence[Verdict]) -> str:
     if not verdicts:
         return ""
     parts = ['<h2 id="verdicts">Verdicts</h2>', f"<p>{html.escape(VERDICTS_INTRO)}</p>"]
-    groups: dict[tuple[str, str, str], list[Verdict]] = {}
-    for verdict in verdicts:
-        groups.setdefault((verdict.workload, verdict.dataset, verdict.accelerator), []).append(verdict)
-    for (workload, dataset, accelerator), rows in groups.items():
-        parts.append(f"<h3>{html.escape(f'{workload} on {accelerator}, dataset {dataset}')}</h3>")
+    for heading, rows in by_group(verdicts).items():
+        parts.append(f"<h3>{html.escape(heading)}</h3>")
         items = []
         for v in rows:
             style = _TAG_STYLE.get(v.category, "background:#eeeeee")
@@ -559,12 +561,9 @@ def verdicts_text(verdicts: Sequence[Verdict]) -> str:
     if not verdicts:
         return ""
     parts = ["Verdicts (each trick against the baseline of the same invocation: the call, then its evidence):"]
-    groups: dict[tuple[str, str, str], list[Verdict]] = {}
-    for verdict in verdicts:
-        groups.setdefault((verdict.workload, verdict.dataset, verdict.accelerator), []).append(verdict)
-    for (workload, dataset, accelerator), rows in groups.items():
+    for heading, rows in by_group(verdicts).items():
         width = max(len(v.trick) for v in rows)
-        parts += ["", f"{workload} on {accelerator}, dataset {dataset}"]
+        parts += ["", heading]
         for v in rows:  # wrapped under the call, so that a terminal or CI log reads it without scrolling
             parts += textwrap.wrap(
                 v.text, width=TERMINAL_WIDTH, initial_indent=f"  {v.trick:<{width}}  ",
