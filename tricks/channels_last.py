@@ -38,7 +38,7 @@ def to_channels_last(batch: Any) -> tuple[Any, int]:
 @dataclass
 class ChannelsLast(Trick):
     name = "channels-last"
-    summary = "module.to(memory_format=torch.channels_last) and 4-D batches in NHWC (convolutions); skipped without 4-D inputs."
+    summary = "module.to(memory_format=torch.channels_last) and 4-D batches in NHWC; skipped for a module without a 2-D convolution."
     source = "https://pytorch.org/tutorials/intermediate/memory_format_tutorial.html"
 
     def apply(self, setup: Setup) -> None:
