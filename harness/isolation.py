@@ -169,7 +169,8 @@ class ForkServer:
             finished = self._read(deadline)
             if finished is None and self._alive():  # the run's timeout
                 _kill(pid)
-                finished = self._read(time.monotonic() + 60.0)
+                if self._read(time.monotonic() + 60.0) is None:  # the server reaps the child and reports it
+                    self.close()
                 return None
         except BaseException:  # Ctrl-C (or SIGTERM made one): the run in progress goes, the harness decides the rest
             _kill(pid)
