@@ -23,7 +23,7 @@ from harness import env
 from harness.contention import read_cpu_times, record_contention, torch_threads
 from harness.data import TensorDataModule
 from harness.errors import NonFiniteLoss, TrickSkipped, first_line
-from harness.measure import BlockTimer, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
+from harness.measure import BlockTimer, auto_block_steps, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
 from harness.trick import TRICKS, Trick
 from harness.workload import WORKLOADS
@@ -131,12 +131,16 @@ def _train_plain(spec: RunSpec, result: Result) -> None:
         if loop.autocast_dtype is not None else contextlib.nullcontext
     )
 
-    timer = BlockTimer(device, spec.block_steps, spec.warmup_blocks)
-    reset_peak_memory(device)
     module.train()
     steps = optimizer_steps = epochs = 0
     loader = datamodule.train_dataloader()
     batches_per_epoch = len(loader)
+    planned = batches_per_epoch * spec.max_epochs
+    if spec.max_steps > 0:
+        planned = min(planned, spec.max_steps * loop.accumulate)
+    # --block-steps auto (0): the same rule and the same planned batches as the Lightning run's meter
+    timer = BlockTimer(device, spec.block_steps or auto_block_steps(planned), spec.warmup_blocks)
+    reset_peak_memory(device)
     result.details["threads_in_fit"] = torch_threads()
     cpu_before = read_cpu_times()
     fit_started = time.perf_counter()

@@ -132,20 +132,18 @@ def check_trick_runs(trick_runs: list[list[str]], trick_params: dict[str, dict[s
 AUTO_EPOCHS = 3  # --max-epochs auto, for a workload without a sample budget
 
 
-def epochs_for(workload: str, options: RunOptions) -> int:
+def epochs_for(workload: str, options: RunOptions, workload_params: dict[str, str] | None = None) -> int:
     """``--max-epochs``, or for ``auto`` (0) enough epochs of the workload's dataset for its sample budget
     (``Workload.auto_train_samples``), at least AUTO_EPOCHS; an imported workload gets AUTO_EPOCHS."""
     if options.max_epochs > 0:
         return options.max_epochs
     if ":" in workload:
         return AUTO_EPOCHS
-    from harness.data import train_size
-    from harness.workload import WORKLOADS
-
-    samples = WORKLOADS.get(workload).auto_train_samples
-    if samples is None:
+    kind = WORKLOADS.get(workload)
+    if kind.auto_train_samples is None:
         return AUTO_EPOCHS
-    return max(AUTO_EPOCHS, math.ceil(samples / max(1, train_size(options.dataset, options.synthetic_size))))
+    per_epoch = kind.from_params(workload_params or {}).train_samples(options.dataset, options.synthetic_size)
+    return max(AUTO_EPOCHS, math.ceil(kind.auto_train_samples / max(1, per_epoch)))
 
 
 def plan_runs(
@@ -173,7 +171,7 @@ def plan_runs(
                     random.Random(f"{order_seed}/{workload}/{accelerator}/{repeat}").shuffle(arms)
                 for tricks in arms:
                     label = COMBINE.join(tricks) or BASELINE
-                    fields = {**vars(options), "max_epochs": epochs_for(workload, options)}
+                    fields = {**vars(options), "max_epochs": epochs_for(workload, options, (workload_params or {}).get(workload))}
                     specs.append(
                         RunSpec(
                             run_id=f"{path_safe(workload)}-{accelerator}-{label}-r{repeat}",

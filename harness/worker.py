@@ -63,7 +63,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
         max_steps=spec.max_steps,
         precision="32-true",
         logger=TensorBoardLogger(save_dir=str(run_dir / "tb"), name=f"{path_safe(spec.workload)}/{spec.accelerator}", version=version),
-        log_every_n_steps=spec.block_steps,
+        log_every_n_steps=spec.block_steps or 10,  # --block-steps auto: Lightning's default
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=spec.checkpoints,
@@ -270,7 +270,7 @@ def _check_budget(result: Result, spec: RunSpec, meter: ThroughputMeter) -> None
     if not result.blocks_measured:
         raise TrickFailed(
             f"measured nothing: no timing block was completed in the {meter.timer.batches} training batches that ran "
-            f"(--block-steps {spec.block_steps}); lower --block-steps or raise the budget"
+            f"(--block-steps {spec.block_steps or meter.timer.block_steps}); lower --block-steps or raise the budget"
         )
 
 
@@ -303,6 +303,8 @@ def _record_measurements(
         setattr(result, name, value)
     if summary is not None and summary.warning:
         result.details["measure_warning"] = summary.warning
+    if meter.auto_block_steps:  # --block-steps auto: the size it chose from the planned batches
+        result.details["block_steps"] = meter.timer.block_steps
     result.curve = [{**point, "samples": point["samples"] * trainer.world_size} for point in curve.points]
     result.train_loss = meter.timer.final_train_loss  # the last epoch's mean; over every rank's shard when distributed
     if trainer.world_size > 1 and result.train_loss is not None:

@@ -47,6 +47,13 @@ class Workload:
         """What the rows call the data; workloads that bring their own data override it."""
         return spec.dataset
 
+    def train_samples(self, dataset: str, synthetic_size: int) -> int:
+        """Training samples per epoch on a resolved ``--dataset``, without loading it (for
+        ``--max-epochs auto`` and the time estimate); workloads that bring their own data override it."""
+        from harness.data import train_size
+
+        return train_size(dataset, synthetic_size)
+
     def build_module(self, spec: RunSpec) -> pl.LightningModule:
         raise NotImplementedError
 

@@ -152,6 +152,10 @@ class TransformerWorkload(Workload):
     def dataset_label(self, spec: RunSpec) -> str:
         return "markov-tokens"  # --dataset does not apply: the tokens are this workload's own
 
+    def train_samples(self, dataset: str, synthetic_size: int) -> int:
+        held_out = max(1, self.sequences // 10)  # val and test each, as TokenDataModule splits
+        return self.sequences - 2 * held_out
+
     def build_datamodule(self, spec: RunSpec) -> TokenDataModule:
         return TokenDataModule(self.sequences, self.seq_len, self.vocab, batch_size=spec.batch_size,
                                loader=spec.loader, seed=spec.seed, num_workers=spec.num_workers)

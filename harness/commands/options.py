@@ -34,6 +34,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def block_steps_arg(text: str) -> int:
+    """``--block-steps``: a whole number >= 1, or ``auto`` (0 here; harness.measure.auto_block_steps resolves it)."""
+    return 0 if text.strip().lower() == "auto" else positive_int(text)
+
+
 def epochs_arg(text: str) -> int:
     """``--max-epochs``: a whole number >= 1, or ``auto`` (0 here; harness.plan.epochs_for resolves it)."""
     return 0 if text.strip().lower() == "auto" else positive_int(text)
@@ -82,7 +87,10 @@ def add_training_arguments(
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer-step budget; -1 for none (default: -1)")
     parser.add_argument("--seed", type=seed_int, default=42, help="seed for data split, shuffling and init (default: 42)")
     parser.add_argument("--synthetic-size", type=positive_int, default=synthetic_size, help=f"samples of --dataset synthetic (default: {synthetic_size})")
-    parser.add_argument("--block-steps", type=positive_int, default=10, help="training batches per timing block (default: 10)")
+    parser.add_argument(
+        "--block-steps", type=block_steps_arg, default=0, metavar="N|auto",
+        help="training batches per timing block; auto: the planned batches / 20, from 2 to 10 (default: auto)",
+    )
     parser.add_argument("--warmup-blocks", type=int, default=warmup_blocks, help=f"timing blocks dropped as warm-up (default: {warmup_blocks})")
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
     add_isolation_argument(parser)

@@ -18,6 +18,7 @@ from harness.commands.options import (
 )
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
+from harness.estimate import estimate_text
 from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
 from harness.rundir import write_plan, writer_lock
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
             "order": "baseline and tricks shuffled within each repeat (plan.plan_runs); specs are in run order",
             "order_seed": options.seed,
         })
-        print(f"harness: {len(specs)} runs -> {run_dir}", file=sys.stderr)
+        print(f"harness: {len(specs)} runs -> {run_dir}; {estimate_text(specs)}", file=sys.stderr)
 
         results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation)
         return report_and_exit_code(run_dir, results, target_val_loss, environment)
