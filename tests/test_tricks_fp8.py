@@ -160,3 +160,9 @@ def test_fp8_with_a_torchao_that_does_not_import_is_skipped_with_the_error(monke
     monkeypatch.setattr(importlib, "import_module", broken)
     with pytest.raises(TrickSkipped, match=r"torchao does not import with torch .*AttributeError"):
         fp8.load_torchao()
+
+
+def test_fp8_rowwise_in_float32_warns_that_only_sm90_has_that_matmul() -> None:
+    rowwise = {"fp8": {"recipe": "rowwise"}}
+    assert any("compute capability 9.0" in warning for warning in check_trick_runs([["fp8"]], rowwise)["fp8"])
+    assert not check_trick_runs([["fp8", "bf16-mixed"], ["fp8"]], {})  # bf16 outputs, or the tensorwise default

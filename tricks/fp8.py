@@ -23,7 +23,9 @@ optional dependency (``pip install -e '.[fp8]'``); without it the row is skipped
 Precision: float8 training is made for bfloat16 around the float8 matmuls (torchao's examples convert a
 ``.bfloat16()`` model; torchtitan trains with bf16 parameters): ``fp8+bf16-mixed`` (autocast; Float8Linear
 follows the autocast dtype) and ``fp8+bf16-true`` run as asked. ``fp8`` alone keeps the rest in float32,
-which is valid, and the row's ``precision`` column says so. ``fp8+16-mixed`` runs with a warning: torchao
+which is valid, and the row's ``precision`` column says so; but the row-wise recipes then need float32
+outputs from torch's row-wise float8 matmul, which only cuBLAS on compute capability 9.0 gives (a
+warning: elsewhere the run fails). ``fp8+16-mixed`` runs with a warning: torchao
 makes and tests its recipes with bfloat16, not float16 with a gradient scaler. torchao recommends
 ``torch.compile`` with float8 (it fuses the scaling and casting kernels; without it the casts can eat the
 gain): ``fp8+compile`` is the combination to measure. Compile traces at the first step, so the order in
@@ -146,5 +148,14 @@ class Fp8(Trick):
         if any(other.name == "16-mixed" for other in others):
             conflicts.append(
                 Conflict("warn", "fp8 with 16-mixed: torchao's float8 recipes are made and tested around bfloat16 (bf16-mixed or bf16-true), not float16 with a gradient scaler")
+            )
+        half = {"bf16-mixed", "bf16-true", "16-mixed"}
+        if self.recipe.startswith("rowwise") and not any(other.name in half for other in others):
+            conflicts.append(
+                Conflict(
+                    "warn",
+                    f"fp8.recipe={self.recipe} in float32 (no bf16-mixed or bf16-true): torch's row-wise float8 matmul gives float32 "
+                    "outputs only through cuBLAS on compute capability 9.0 (CUDA 12.9+); on other GPUs the run fails. Add bf16-mixed",
+                )
             )
         return conflicts
