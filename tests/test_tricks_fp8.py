@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
@@ -166,3 +167,33 @@ def test_fp8_rowwise_in_float32_warns_that_only_sm90_has_that_matmul() -> None:
     rowwise = {"fp8": {"recipe": "rowwise"}}
     assert any("compute capability 9.0" in warning for warning in check_trick_runs([["fp8"]], rowwise)["fp8"])
     assert not check_trick_runs([["fp8", "bf16-mixed"], ["fp8"]], {})  # bf16 outputs, or the tensorwise default
+
+
+class Float8Calls(pl.Callback):
+    """How many Float8Linear forwards ran inside training steps, and the layers' class during fit."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.layers: list[str] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, layer in pl_module.named_modules():
+            if type(layer).__name__ == "Float8Linear":
+                self.layers.append(name)
+                layer.register_forward_hook(self.count)
+
+    def count(self, *args: object) -> None:
+        self.calls += 1
+
+
+def test_fp8_row_trains_through_float8linear_when_the_hardware_check_passes(monkeypatch: pytest.MonkeyPatch, make_spec) -> None:
+    """The whole run (fit, validation, checkpoint, test) with the converted module, on this CPU: the
+    hardware check is bypassed, so this is the trick's plumbing through Lightning, not its speed."""
+    pytest.importorskip("torchao.float8")
+    monkeypatch.setattr(fp8, "fp8_unsupported", lambda accelerator: "")
+    seen = Float8Calls()
+    result = execute(make_spec(["fp8"], max_epochs=1), extra_callbacks=[seen])
+    assert result.status == "ok", result.reason
+    assert seen.layers == ["encoder.l1.0", "decoder.l1.2"] and seen.calls >= 2 * result.steps
+    assert result.details["fp8_converted"] == seen.layers and result.details["fp8_recipe"] == "tensorwise"
+    assert result.val_loss is not None and result.test_loss is not None
