@@ -5,8 +5,8 @@ torchao docs: https://docs.pytorch.org/ao/stable/workflows/training.html (``torc
 ``nn.Linear`` that the filter admits with a ``Float8Linear``: its three matmuls (output, grad input,
 grad weight) cast their operands to float8 with dynamic scales and run on float8 tensor cores, the rest of
 the model stays in its own precision. ``recipe`` picks torchao's ``Float8LinearRecipeName``: ``tensorwise``
-(torchao's default config: one scale per tensor, the fastest), ``rowwise`` (a scale per row: more
-accurate) or ``rowwise_with_gw_hp`` (rowwise, the grad-weight matmul in high precision).
+(torchao's default config: one scale per tensor), ``rowwise`` (a scale per row: more accurate,
+torchao says) or ``rowwise_with_gw_hp`` (rowwise, the grad-weight matmul in high precision).
 
 What is converted, and what is not (recorded in ``details``, with torchao's version and the recipe):
 - a Linear whose ``in_features`` or ``out_features`` is not divisible by 16 is left alone, as torchao's
