@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.flops import PEAKS_NOTE
+from harness.report.order import order_check_text
 from harness.report.target import DEFINITION as TARGET_DEFINITION
 from harness.spec import Result
 
@@ -96,8 +97,9 @@ def protocol_text(results: list[Result]) -> str:
     peak_text = "the dense peak of the device for the precision used: " + "; ".join(peaks) if peaks else (
         "the device's dense peak for the precision used (no GPU row here)"
     )
-    return PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION, peaks=peak_text + f" ({PEAKS_NOTE})",
-                           test_weights=test_weights_text(results))
+    protocol = PROTOCOL.format(mem_kinds=mem_kinds, target_definition=TARGET_DEFINITION, peaks=peak_text + f" ({PEAKS_NOTE})",
+                               test_weights=test_weights_text(results))
+    return protocol + "\n\n" + order_check_text(results)
 
 
 FILES_TEXT = (
