@@ -20,7 +20,9 @@ What the steps cover (every CUDA-only path of the harness):
   precision tricks on the transformer;
 - an out-of-memory row: a transformer batch far beyond 139 GiB fails with the reason, while
   ``grad-accumulation`` in mode same-effective-batch (the same batch in 256 micro-batches) runs on;
-- the device-resident batch check against free memory (every GPU row must say ``loader: device``).
+- the device-resident batch check against free memory (every GPU row must say ``loader: device``);
+- the 2026 tricks (compile, tf32, fp8, EMA, fused AdamW, activation checkpointing on the transformer;
+  channels_last and cuDNN benchmark on the CNN): none skipped on a GPU but fp8 without torchao.
 """
 
 from __future__ import annotations
@@ -165,6 +167,27 @@ def check_parity(folder: Path, gpu: bool) -> list[str]:
     return problems
 
 
+# the 2026 tricks: on a GPU none may be skipped, except fp8 where torchao is absent or the GPU predates float8
+MUST_RUN_ON_GPU = ("compile", "tf32", "cudnn-benchmark", "channels-last", "fused-optimizer", "activation-checkpointing", "ema")
+
+
+def check_new_tricks_ran(folder: Path, gpu: bool) -> list[str]:
+    """On a GPU the CUDA-only tricks ran rather than being skipped; compile recorded its compile time;
+    fp8 ran, or says that torchao is missing or the GPU has no float8 tensor cores."""
+    if not gpu:
+        return []
+    problems = []
+    for row in _rows(folder):
+        names = row["trick"].split("+")
+        if row["status"] == "skipped" and any(name in MUST_RUN_ON_GPU for name in names):
+            problems.append(f"{row['run_id']} skipped on a GPU: {row['reason']}")
+        if row["status"] == "skipped" and "fp8" in names and not ("torchao" in row["reason"] or "compute capability" in row["reason"]):
+            problems.append(f"{row['run_id']} skipped for another reason than torchao or the GPU: {row['reason']}")
+        if row["status"] == "ok" and "compile" in names and row["details"].get("compile_s") is None:
+            problems.append(f"{row['run_id']}: compiled but no compile_s")
+    return problems
+
+
 STEPS = [
     Step(
         "main", "the main job on the seed autoencoder (digits: offline)", "run",
@@ -204,6 +227,24 @@ STEPS = [
         ["--tricks", "16-mixed", "--accelerator", "cpu", "--dataset", "synthetic", "--synthetic-size", "512",
          "--batch-size", "64", "--max-epochs", "1"],
         checks=[check_rows_ran, check_16_mixed_scaler, check_gpu_cpu_ratio],
+    ),
+    Step(
+        "new-tricks", "the 2026 tricks on the transformer at d_model 1024: compile, tf32, fp8, EMA, fused AdamW, "
+        "activation checkpointing, and fp8/compile with bf16", "run",
+        ["--workload", "transformer", "--tricks", "compile,tf32,fp8,ema,fused-optimizer,activation-checkpointing,bf16-mixed,"
+         "bf16-mixed+compile,fp8+bf16-mixed+compile", "--accelerator", "gpu", "--batch-size", "32", *TRANSFORMER_1024,
+         "-p", "transformer.sequences=4096", "--max-epochs", "2", "--repeats", "1", "--no-checkpoints"],
+        ["--workload", "transformer", "--tricks", "tf32,fp8,ema", "--accelerator", "cpu", "--batch-size", "8", *TRANSFORMER_SMOKE,
+         "-p", "transformer.sequences=128", "--max-epochs", "1", "--repeats", "1", "--no-checkpoints"],
+        checks=[check_rows_ran, check_new_tricks_ran, check_forked],
+    ),
+    Step(
+        "new-tricks-cnn", "the 2026 tricks of convolutions on the CNN: channels_last, cuDNN benchmark, with bf16 and compile", "run",
+        ["--workload", "cnn", "--tricks", "channels-last,cudnn-benchmark,bf16-mixed,bf16-mixed+channels-last,compile",
+         "--accelerator", "gpu", "--dataset", "digits", "--batch-size", "256", "--max-epochs", "20", "--repeats", "1", "--no-checkpoints"],
+        ["--workload", "cnn", "--tricks", "channels-last,cudnn-benchmark", "--accelerator", "cpu", "--dataset", "digits",
+         "--max-epochs", "1", "--repeats", "1", "--no-checkpoints"],
+        checks=[check_rows_ran, check_new_tricks_ran],
     ),
     Step(
         "parity-transformer", "parity of the precision tricks on the transformer at d_model 1024", "parity",

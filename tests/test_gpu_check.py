@@ -73,6 +73,16 @@ def test_checks_catch_what_they_claim(tmp_path: Path) -> None:
     _write_rows(tmp_path / "e", [_row(isolation="fork"), _row(run_id="z", isolation="spawn", details={"isolation_note": "fork server: CUDA"})])
     assert gpu_check.check_forked(tmp_path / "e", True) == ["z: isolation 'spawn' fork server: CUDA"]
 
+    _write_rows(tmp_path / "f", [
+        _row(run_id="t", trick="tf32", status="skipped", reason="tf32 needs compute capability 8.0+"),
+        _row(run_id="f1", trick="fp8", status="skipped", reason="needs torchao: pip install -e '.[fp8]'"),
+        _row(run_id="f2", trick="fp8+bf16-mixed", status="skipped", reason="no eligible Linear"),
+        _row(run_id="c", trick="bf16-mixed+compile", status="ok", details={}),
+    ])
+    problems = gpu_check.check_new_tricks_ran(tmp_path / "f", True)
+    assert [p.split(" ")[0].rstrip(":") for p in problems] == ["t", "f2", "c"], problems
+    assert gpu_check.check_new_tricks_ran(tmp_path / "f", False) == []  # on a CPU they are skipped with reasons
+
 
 def test_the_cpu_smoke_runs_the_whole_sequence(tmp_path: Path) -> None:
     completed = subprocess.run(
