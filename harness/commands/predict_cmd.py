@@ -28,8 +28,6 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from harness.errors import UserError, describe
 from harness.restore import FORWARD_FIX, TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, require_forward, restore
 
-NAME = "predict"
-HELP = "Run a finished run's trained model (the checkpoint its test used, or --checkpoint) on its test set; save the outputs."
 STANDALONE_SAMPLES = 4  # test inputs the standalone submodule is shown on, as in Lightning's tutorial
 
 
@@ -164,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     print(describe_checkpoint(restored))
     for note in restored.notes:
         print(f"note: {note}")
-    require_forward(restored.module, NAME)
+    require_forward(restored.module, "predict")
     datamodule = datamodule_for(restored)  # loaded once, for the predictions and the standalone demo
     try:
         outputs, source = predict(restored, datamodule)

@@ -26,9 +26,6 @@ from harness.commands.run_cmd import report_and_exit_code, run_with_progress
 from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, writer_lock
 from harness.spec import Result, RunSpec, row_problem
 
-NAME = "resume"
-HELP = "Run what an interrupted 'run' left undone (from last.ckpt where one exists), then rebuild its report."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder written by 'python -m harness run'")

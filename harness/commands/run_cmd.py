@@ -25,9 +25,6 @@ from harness.runner import run_all
 from harness.spec import BASELINE, Result, RunSpec, append_row
 from harness.workload import WORKLOADS
 
-NAME = "run"
-HELP = "Run the baseline and the chosen tricks under the same conditions and write a report."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tricks", default="all", help="'all', names, globs (grad-*), comma-separated; A+B runs A and B together (default: all)")
