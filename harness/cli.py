@@ -1,6 +1,8 @@
 """``python -m harness``: list | run | resume | report | compare | parity | predict | export. One module per subcommand under commands/.
 
-A UserError anywhere becomes one line on stderr and exit code 2; ``run`` exits 1 when a run failed.
+A UserError anywhere becomes one line on stderr and exit code 2, and so does a file-system error (a full
+disk, a read-only folder, an ``--out`` that is a file), which names the path and the cause; ``run`` exits
+1 when a run failed.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -16,7 +19,7 @@ from typing import NoReturn
 
 from harness import __version__
 from harness.commands import COMMANDS
-from harness.errors import UserError
+from harness.errors import UserError, os_error_line
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -97,3 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m harness list | head`: the reader left; nothing to say, nowhere to say it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 1
+    except OSError as error:  # a full disk, a read-only folder, an --out that is a file: the path and the cause
+        print(f"harness: error: {os_error_line(error)}", file=sys.stderr)
+        return 2

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, first_line, unknown_name_error
+from harness.errors import UserError, first_line, os_error_line, unknown_name_error
 from harness.spec import Result, RunSpec, path_safe, read_results
 
 PLAN = "plan.json"
@@ -91,6 +91,22 @@ def writer_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def rows_kept_on_os_error(run_dir: Path) -> Iterator[None]:
+    """A file-system error while a run folder is written (a full disk, a folder made read-only) is one
+    line that also says the finished rows are safe: each row was flushed to results.jsonl as its run
+    ended, and ``resume`` runs the rest and rebuilds the report once there is room."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise UserError(
+            f"{os_error_line(error, run_dir)}; the rows finished so far are kept in {str(run_dir / RESULTS)!r} "
+            f"(`python -m harness resume {run_dir}` runs the rest and writes the report)"
+        ) from None
 
 
 def write_plan(run_dir: Path, specs: list[RunSpec], command: str, extra: dict[str, Any] | None = None) -> None:

@@ -246,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             method, export_notes = export_torchscript(restored, out, sample, args.torchscript_method)
             how, run_file, dynamic = f"to_torchscript(method={method!r})", run_torchscript, True
-    except UserError:
+    except (UserError, OSError):  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
         raise
     except Exception as error:
         first = first_line(error)
@@ -263,7 +263,7 @@ def main(args: argparse.Namespace) -> int:
         want = flat_outputs(restored.module(*check))
     try:
         got = run_file(out, check)
-    except UserError:
+    except (UserError, OSError):  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
         raise
     except Exception as error:
         first = first_line(error)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -47,6 +48,16 @@ def add_row_arguments(parser: argparse.ArgumentParser) -> None:
         help="load a checkpoint that holds more than tensors and plain data (a full unpickle, which can run "
              "code): only for a file you know; without it such a checkpoint is refused",
     )
+
+
+def save_bytes(obj: Any, out: Path) -> None:
+    """``torch.save`` through a buffer, then one plain write: torch's own file writer turns a full disk or
+    a file-size limit into a RuntimeError ("file write failed") without the path; a Python write raises
+    the OSError that names the path and the cause (one line from the CLI)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(buffer.getbuffer())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,8 +182,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as error:  # the module's own code failed: one line with the cause and the fix
         raise UserError(predict_failure(restored.module, error)) from None
     out = args.out or Path(restored.spec.run_dir) / "predictions" / f"{restored.spec.run_id}-{restored.checkpoint}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(outputs, out)
+    save_bytes(outputs, out)
     if isinstance(outputs, torch.Tensor):
         what = f"{len(outputs)} samples, output shape {tuple(outputs.shape)} {str(outputs.dtype).removeprefix('torch.')}"
     else:
