@@ -18,14 +18,13 @@ import dataclasses
 import fcntl
 import json
 import os
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, first_line, os_error_line, unknown_name_error
-from harness.spec import Result, RunSpec, path_safe, read_results
+from harness.spec import Result, RunSpec, matches_type, path_safe, read_results
 
 PLAN = "plan.json"
 RESULTS = "results.jsonl"
@@ -183,26 +182,6 @@ def load_specs(run_dir: Path) -> list[RunSpec]:
 _SPEC_TYPES: dict[str, Any] = typing.get_type_hints(RunSpec)
 _SPEC_REQUIRED = [f.name for f in dataclasses.fields(RunSpec)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name != "run_dir"]
-
-
-def matches_type(value: object, hint: Any) -> bool:
-    """Whether a JSON value fits a RunSpec field's annotation (bool is not an int; an int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(matches_type(value, arg) for arg in args)
-    if origin is list:
-        return isinstance(value, list) and all(matches_type(item, args[0]) for item in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            matches_type(key, args[0]) and matches_type(item, args[1]) for key, item in value.items()
-        )
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-    return isinstance(value, hint)
 
 
 def spec_from_fields(fields: object, where: str) -> RunSpec:
