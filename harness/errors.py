@@ -33,6 +33,21 @@ class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite; the row is marked failed."""
 
 
+# What a file-system error means for the user, where its strerror alone does not say
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+OS_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file would pass the size limit (ulimit -f) or the file system's",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.EEXIST: "it exists and is not a folder",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.EROFS: "the file system is mounted read-only",
+    errno.EACCES: "no permission",
+    errno.EPERM: "no permission",
+}
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, without terminal colour codes (torch puts some in its
     weights-only message): what a row's reason or a one-line report shows."""
@@ -59,21 +74,6 @@ def describe(error: BaseException, where: str | None = None) -> str:
     if isinstance(error, OSError) and error.errno in NO_SPACE:  # a run that failed for lack of space says so
         return f"no space to write: {os_error_line(error, where)}"
     return f"{type(error).__name__}: {first_line(error)}"
-
-
-# What a file-system error means for the user, where its strerror alone does not say
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-OS_HINTS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EFBIG: "the file would pass the size limit (ulimit -f) or the file system's",
-    errno.ENOTDIR: "a part of that path is a file, not a folder",
-    errno.EEXIST: "it exists and is not a folder",
-    errno.EISDIR: "it is a folder; give a file name",
-    errno.EROFS: "the file system is mounted read-only",
-    errno.EACCES: "no permission",
-    errno.EPERM: "no permission",
-}
 
 
 def os_error_line(error: OSError, where: str | os.PathLike[str] | None = None) -> str:
