@@ -52,6 +52,21 @@ def test_out_that_is_a_file_is_one_line(tmp_path: Path, under: str, capsys: pyte
     assert afile.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize(("code", "cause"), [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_out_in_a_read_only_place_is_one_line(
+    tmp_path: Path, code: int, cause: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root no folder refuses a mkdir, so the kernel's answer for a read-only mount or a folder of
+    another user is raised by a patched os.mkdir (pathlib's mkdir calls it)."""
+    def refuse(path: Any, mode: int = 0o777, *args: Any, **kwargs: Any) -> None:
+        raise OSError(code, os.strerror(code), os.fsdecode(path))
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    assert main([*RUN, "--out", str(tmp_path / "ro")]) == 2
+    line = one_line(capsys)
+    assert str(tmp_path / "ro") in line and cause in line, line
+
+
 def finished_folder(tmp_path: Path) -> Path:
     """A run folder with one finished row (made up, no training): enough for report and resume."""
     run_dir = tmp_path / "run"
