@@ -1,12 +1,16 @@
 """``python -m harness``: list | run | resume | report | compare | parity | predict | export. One module per subcommand under commands/.
 
-A UserError anywhere becomes one line on stderr and exit code 2; ``run`` exits 1 when a run failed.
+A UserError anywhere becomes one line on stderr and exit code 2, and so does a file-system error (a full
+disk, a read-only folder, an ``--out`` that is a file), which names the path and the cause; ``run`` exits
+1 when a run failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import os
 import signal
 import sys
 import threading
@@ -14,10 +18,8 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 from harness import __version__
-from harness.commands import compare_cmd, export_cmd, list_cmd, parity_cmd, predict_cmd, report_cmd, resume_cmd, run_cmd
-from harness.errors import UserError
-
-COMMANDS = (list_cmd, run_cmd, resume_cmd, report_cmd, compare_cmd, parity_cmd, predict_cmd, export_cmd)
+from harness.commands import COMMANDS
+from harness.errors import UserError, os_error_line
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,7 +34,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"harness: error: {command + ': ' if command else ''}{message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand an argv names, if any: its first word that is not an option.
+
+    The top-level parser takes no option with a value (only --help and --version), so the first
+    non-option word is the subcommand (or a typo of one, which argparse then refuses).
+    """
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(only: str | None = None, *, everything: bool = True) -> argparse.ArgumentParser:
+    """The parser, with every subcommand's arguments, or (``everything=False``) only those of ``only``.
+
+    The other subcommands get their name and help alone, which is all ``--help`` and a typo need:
+    a subcommand's module is imported only to add its arguments, and most import torch and Lightning
+    (seconds), so ``python -m harness --help`` or ``lsit`` answers at once and ``run`` imports only run.
+    """
     parser = OneLineParser(
         prog="python -m harness",
         description="Measure what PyTorch Lightning training tricks do to throughput, memory and loss.",
@@ -40,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
-        command.add_arguments(sub)
-        sub.set_defaults(handler=command.main)
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        if everything or command.name == only:
+            module = importlib.import_module(command.module)
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.main)
     return parser
 
 
@@ -70,7 +89,8 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(chosen_command(argv), everything=False).parse_args(argv)
     try:
         with sigterm_as_ctrl_c():
             return int(args.handler(args) or 0)
@@ -80,3 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m harness list | head`: the reader left; nothing to say, nowhere to say it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 1
+    except OSError as error:  # a full disk, a read-only folder, an --out that is a file: the path and the cause
+        print(f"harness: error: {os_error_line(error)}", file=sys.stderr)
+        return 2

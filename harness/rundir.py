@@ -18,14 +18,13 @@ import dataclasses
 import fcntl
 import json
 import os
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, first_line, unknown_name_error
-from harness.spec import Result, RunSpec, path_safe, read_results
+from harness.errors import UserError, first_line, os_error_line, unknown_name_error
+from harness.spec import Result, RunSpec, matches_type, path_safe, read_results
 
 PLAN = "plan.json"
 RESULTS = "results.jsonl"
@@ -91,6 +90,22 @@ def writer_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def rows_kept_on_os_error(run_dir: Path) -> Iterator[None]:
+    """A file-system error while a run folder is written (a full disk, a folder made read-only) is one
+    line that also says the finished rows are safe: each row was flushed to results.jsonl as its run
+    ended, and ``resume`` runs the rest and rebuilds the report once there is room."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        raise UserError(
+            f"{os_error_line(error, run_dir)}; the rows finished so far are kept in {str(run_dir / RESULTS)!r} "
+            f"(`python -m harness resume {run_dir}` runs the rest and writes the report)"
+        ) from None
 
 
 def write_plan(run_dir: Path, specs: list[RunSpec], command: str, extra: dict[str, Any] | None = None) -> None:
@@ -167,26 +182,6 @@ def load_specs(run_dir: Path) -> list[RunSpec]:
 _SPEC_TYPES: dict[str, Any] = typing.get_type_hints(RunSpec)
 _SPEC_REQUIRED = [f.name for f in dataclasses.fields(RunSpec)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name != "run_dir"]
-
-
-def matches_type(value: object, hint: Any) -> bool:
-    """Whether a JSON value fits a RunSpec field's annotation (bool is not an int; an int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(matches_type(value, arg) for arg in args)
-    if origin is list:
-        return isinstance(value, list) and all(matches_type(item, args[0]) for item in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            matches_type(key, args[0]) and matches_type(item, args[1]) for key, item in value.items()
-        )
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-    return isinstance(value, hint)
 
 
 def spec_from_fields(fields: object, where: str) -> RunSpec:

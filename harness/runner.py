@@ -10,6 +10,7 @@ run in progress.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from harness.errors import os_error_line
 from harness.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
 from harness.rundir import plain_name
 from harness.spec import Result, RunSpec, append_row
@@ -102,6 +104,8 @@ def _result(spec: RunSpec, run_dir: Path, job: Job, returncode: int | None, time
         reason = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     else:
         reason = f"worker exited with code {returncode}: {last_error_line(job.log_path)}"
+    if no_space_left(run_dir):  # a worker that could not write its result or log on a full disk says why it died
+        reason = f"no space left on the disk of {str(run_dir)!r}: {reason}"
     return Result(
         run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
         accelerator=spec.accelerator, repeat=spec.repeat, status="failed", reason=reason,
@@ -109,8 +113,21 @@ def _result(spec: RunSpec, run_dir: Path, job: Job, returncode: int | None, time
     )
 
 
+def no_space_left(run_dir: Path, floor_bytes: int = 1 << 20) -> bool:
+    """Whether the file system holding the run folder has (almost) no room left for a normal user."""
+    try:
+        return shutil.disk_usage(run_dir).free < floor_bytes
+    except OSError:
+        return False
+
+
 def last_error_line(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    """The worker's last error line in its log; a log that could not be written or read is said so."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError as error:
+        return f"(no log: {os_error_line(error)})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
         if "Error" in line or "error" in line:
             return line[:300]

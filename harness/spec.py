@@ -8,9 +8,12 @@ re-reported from its files alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,26 @@ ROW_CONTAINERS = {"checkpoints": dict, "details": dict, "curve": list}
 _warned: set[tuple[str, tuple[int, ...]]] = set()  # (file, bad line numbers) already named on stderr
 
 
+def matches_type(value: object, hint: Any) -> bool:
+    """Whether a JSON value fits a RunSpec field's annotation (bool is not an int; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(matches_type(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            matches_type(key, args[0]) and matches_type(item, args[1]) for key, item in value.items()
+        )
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
 def row_problem(row: Any) -> str:
     """Why a parsed line is not a Result ('' when it is): not an object, a required key missing or of
     the wrong type, or a container field of the wrong kind (readers index them without checking)."""
@@ -157,7 +180,15 @@ def row_problem(row: Any) -> str:
     for key, kind in ROW_CONTAINERS.items():
         if key in row and not isinstance(row[key], kind):
             return f"{key!r} is a {type(row[key]).__name__}"
+    for key, hint in _row_types().items():  # every other known field of its type: the report computes with them
+        if key in row and not matches_type(row[key], hint):
+            return f"{key!r} is {json.dumps(row[key], default=str)[:40]}, not a {getattr(hint, '__name__', str(hint))}"
     return ""
+
+
+@functools.cache
+def _row_types() -> dict[str, Any]:
+    return typing.get_type_hints(Result)
 
 
 def parse_results(text: str) -> tuple[list[Result], list[tuple[int, str]]]:

@@ -102,7 +102,7 @@ def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Resul
             result.status, result.reason = "skipped", f"{spec.label}: Lightning refuses it here: {first_line(error)}"
         else:
             traceback.print_exc()
-            result.status, result.reason = "failed", describe(error)
+            result.status, result.reason = "failed", describe(error, where=spec.run_dir)
     result.wall_s = time.perf_counter() - started
     return result
 

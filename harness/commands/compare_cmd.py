@@ -14,9 +14,6 @@ from harness.errors import UserError
 from harness.report.compare import compare_results, format_comparison, parse_threshold
 from harness.spec import Result, read_results
 
-NAME = "compare"
-HELP = "Compare two runs: throughput, peak memory and loss ratios (B/A) per matching row; --fail-above for CI."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_a", type=Path, help="the reference run folder (A)")

@@ -43,8 +43,6 @@ from harness.errors import UserError, first_line
 from harness.errors import describe as describe_error
 from harness.restore import FORWARD_FIX, Restored, datamodule_for, input_batch, require_forward, restore
 
-NAME = "export"
-HELP = "Export a finished run's trained model to ONNX or TorchScript and check the file against PyTorch (--atol)."
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: torch's dynamo ONNX exporter
 EXPORT_SAMPLES = 2  # test inputs traced at export
@@ -233,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
     restored.module.float().eval()
     print(describe_row(restored))
     print(describe_checkpoint(restored))
-    require_forward(restored.module, NAME)
+    require_forward(restored.module, "export")
     sample, check, source, check_what = choose_inputs(restored)
     check_forward(restored, sample, source)
     out: Path = args.out or Path(restored.spec.run_dir) / "exports" / f"{restored.spec.run_id}-{restored.checkpoint}{FORMATS[fmt]}"
@@ -248,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             method, export_notes = export_torchscript(restored, out, sample, args.torchscript_method)
             how, run_file, dynamic = f"to_torchscript(method={method!r})", run_torchscript, True
-    except UserError:
+    except (UserError, OSError):  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
         raise
     except Exception as error:
         first = first_line(error)
@@ -265,7 +263,7 @@ def main(args: argparse.Namespace) -> int:
         want = flat_outputs(restored.module(*check))
     try:
         got = run_file(out, check)
-    except UserError:
+    except (UserError, OSError):  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
         raise
     except Exception as error:
         first = first_line(error)

@@ -7,9 +7,6 @@ import argparse
 from harness.trick import TRICKS
 from harness.workload import WORKLOADS
 
-NAME = "list"
-HELP = "List the registered tricks and workloads with their summaries and parameters."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch glob over names (default: all)")

@@ -31,8 +31,6 @@ from harness.stats import Interval, paired_interval, ratio, ratio_of_ratios
 from harness.trick import TRICKS
 from harness.workload import WORKLOADS
 
-NAME = "parity"
-HELP = "The harness against a plain PyTorch loop: the baseline's throughput, and each trick's speed-up (fidelity)."
 QUIET_SHARE = 0.15  # harness.contention.FOREIGN_WARN: above it a run's timings are not its own
 WIDE_INTERVAL = 0.2  # a fidelity interval wider than this says little, even when it holds 1.0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -28,8 +29,6 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from harness.errors import UserError, describe
 from harness.restore import FORWARD_FIX, TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, require_forward, restore
 
-NAME = "predict"
-HELP = "Run a finished run's trained model (the checkpoint its test used, or --checkpoint) on its test set; save the outputs."
 STANDALONE_SAMPLES = 4  # test inputs the standalone submodule is shown on, as in Lightning's tutorial
 
 
@@ -49,6 +48,16 @@ def add_row_arguments(parser: argparse.ArgumentParser) -> None:
         help="load a checkpoint that holds more than tensors and plain data (a full unpickle, which can run "
              "code): only for a file you know; without it such a checkpoint is refused",
     )
+
+
+def save_bytes(obj: Any, out: Path) -> None:
+    """``torch.save`` through a buffer, then one plain write: torch's own file writer turns a full disk or
+    a file-size limit into a RuntimeError ("file write failed") without the path; a Python write raises
+    the OSError that names the path and the cause (one line from the CLI)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(buffer.getbuffer())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
     print(describe_checkpoint(restored))
     for note in restored.notes:
         print(f"note: {note}")
-    require_forward(restored.module, NAME)
+    require_forward(restored.module, "predict")
     datamodule = datamodule_for(restored)  # loaded once, for the predictions and the standalone demo
     try:
         outputs, source = predict(restored, datamodule)
@@ -173,8 +182,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as error:  # the module's own code failed: one line with the cause and the fix
         raise UserError(predict_failure(restored.module, error)) from None
     out = args.out or Path(restored.spec.run_dir) / "predictions" / f"{restored.spec.run_id}-{restored.checkpoint}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(outputs, out)
+    save_bytes(outputs, out)
     if isinstance(outputs, torch.Tensor):
         what = f"{len(outputs)} samples, output shape {tuple(outputs.shape)} {str(outputs.dtype).removeprefix('torch.')}"
     else:

@@ -10,12 +10,6 @@ from harness.errors import UserError
 from harness.report import write_report
 from harness.spec import read_results
 
-NAME = "report"
-HELP = (
-    "Re-render results.csv, report.md, report.html and plots/ of a run (a partial one too) "
-    "from its results.jsonl and TensorBoard logs."
-)
-
 
 def add_target_argument(parser: argparse.ArgumentParser) -> None:
     """``--target-val-loss``, shared with ``run``."""

@@ -23,11 +23,8 @@ from harness.checkpoints import LAST, checkpoint_dir, relative
 from harness.commands.options import add_isolation_argument, positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
-from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, writer_lock
+from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, rows_kept_on_os_error, writer_lock
 from harness.spec import Result, RunSpec, row_problem
-
-NAME = "resume"
-HELP = "Run what an interrupted 'run' left undone (from last.ckpt where one exists), then rebuild its report."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +70,8 @@ def drop_rows(run_dir: Path, run_ids: set[str]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run_dir = check_run_dir(args.run_dir)
-    with writer_lock(run_dir):  # a second resume of this folder is refused, not run twice
+    # a second resume of this folder is refused, not run twice; a full disk keeps the finished rows
+    with writer_lock(run_dir), rows_kept_on_os_error(run_dir):
         return resume(args, run_dir)
 
 

@@ -21,13 +21,10 @@ from harness.errors import UserError
 from harness.estimate import estimate_text
 from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.report import write_report
-from harness.rundir import write_plan, writer_lock
+from harness.rundir import rows_kept_on_os_error, write_plan, writer_lock
 from harness.runner import run_all
 from harness.spec import BASELINE, Result, RunSpec, append_row
 from harness.workload import WORKLOADS
-
-NAME = "run"
-HELP = "Run the baseline and the chosen tricks under the same conditions and write a report."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
     options = run_options(args)
     check_devices(accelerators, options.devices)
     run_dir = new_run_dir(args.out)
-    with writer_lock(run_dir):  # a `resume` of this folder while it runs is refused, not run alongside
+    # a `resume` of this folder while it runs is refused, not run alongside; a full disk keeps the finished rows
+    with writer_lock(run_dir), rows_kept_on_os_error(run_dir):
         specs = plan_runs(
             trick_runs, workloads, accelerators, args.repeats, options, params.tricks, str(run_dir.resolve()), params.workloads,
             order_seed=options.seed,

@@ -19,9 +19,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import posixpath
 import xml.etree.ElementTree as etree
-from urllib.parse import urlsplit
 
 import markdown
 import pandas as pd
@@ -29,6 +27,7 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
 from harness.errors import UserError
+from harness.report.mdtext import safe_href
 from harness.report.table import PART_TITLES, split_columns
 from harness.report.verdicts import verdicts_html
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
@@ -66,24 +65,6 @@ LEGEND = (
     "5% for a CPU's max RSS (the whole process, which moves 1-3% between identical runs), 1% for CUDA's max "
     "allocated. <code>[n]</code>: the numbered note under the table.</p>"
 )
-
-
-def safe_href(href: str) -> bool:
-    """Whether a link target may stay on the page: an ``#anchor`` or a relative path inside the run folder.
-
-    Refuses schemes (``javascript:``, ``data:``, ``http:``), ``//host`` and absolute paths, ``..``
-    segments, backslashes and control or space characters (browsers drop those inside a scheme, so
-    ``java\tscript:`` would still run).
-    """
-    if not href or any(ord(c) <= 32 or c in "\\\x7f" for c in href):
-        return False
-    if href.startswith("#"):
-        return True
-    parts = urlsplit(href)
-    if parts.scheme or parts.netloc or href.startswith("/") or not parts.path:
-        return False
-    normal = posixpath.normpath(parts.path)
-    return normal != ".." and not normal.startswith("../") and ".." not in parts.path.split("/")
 
 
 class _SafeLinks(Treeprocessor):

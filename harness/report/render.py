@@ -15,6 +15,7 @@ import pandas as pd
 
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
+from harness.report.mdtext import md_link, md_text, one_line
 from harness.report.table import PART_TITLES, results_frame, split_columns
 from harness.report.verdicts import VERDICT_COLUMNS, VERDICTS_INTRO, Verdict, verdict_lines, verdicts_text, with_verdicts
 from harness.report.text import FILES_TEXT, MARK_LEGEND, TERMINAL_FOOTER, header_lines, problem_lines, protocol_text, warning_lines
@@ -24,9 +25,13 @@ from harness.spec import Result
 
 
 def markdown_table(table: pd.DataFrame, marks: pd.DataFrame | None = None) -> str:
-    """The display table as GitHub Markdown; best cells in bold and worst in italics when ``marks`` is given."""
+    """The display table as GitHub Markdown; best cells in bold and worst in italics when ``marks`` is given.
+
+    Every cell goes through :func:`md_text` (a trick name or a note from a crafted row must not split a
+    cell, end the table or add a link); the marks are added after, so they stay markup.
+    """
+    table = table.map(lambda value: "-" if value == "-" else md_text(value))
     if marks is not None:
-        table = table.copy()
         for column in marks.columns:
             for index in table.index:
                 mark, text = marks.at[index, column], table.at[index, column]
@@ -67,17 +72,17 @@ def terminal_tables(groups: list[Group]) -> str:
 
 def _group_markdown(group: Group) -> list[str]:
     (main, *others), (main_marks, *other_marks) = split_columns(group.table), split_columns(group.marks)
-    lines = [f"## {group.heading}", "", group.target_text, "", markdown_table(main, main_marks), ""]
+    lines = [f"## {md_text(group.heading)}", "", group.target_text, "", markdown_table(main, main_marks), ""]
     if group.notes:
-        lines += [f"- [{number}] {note}" for number, note in enumerate(group.notes, 1)] + [""]
+        lines += [f"- [{number}] {md_text(note)}" for number, note in enumerate(group.notes, 1)] + [""]
     for title, part, marks in zip(PART_TITLES[1:], others, other_marks):
         if len(part.columns) > 1:
             lines += [title, "", markdown_table(part, marks), ""]
     lines += [MARK_LEGEND, ""]
     if group.pareto:
-        lines += [f"Pareto front (cheapest for their val loss): {', '.join(group.pareto)}.", ""]
+        lines += [f"Pareto front (cheapest for their val loss): {', '.join(md_text(trick) for trick in group.pareto)}.", ""]
     for plot in group.plots:
-        lines += [f"![{plot.title}]({plot.path})", "", f"_{plot.title}._ {plot.caption}", ""]
+        lines += [md_link(plot.title, plot.path, image=True), "", f"_{md_text(plot.title)}._ {plot.caption}", ""]
     return lines
 
 
@@ -87,8 +92,9 @@ def verdicts_markdown(verdicts: list[Verdict]) -> list[str]:
         return []
     lines = ["## Verdicts", "", VERDICTS_INTRO, ""]
     for heading, rows in verdict_lines(verdicts):
-        # a code block keeps the columns; backticks in the data (a reason) must not end it
-        lines += [f"**{heading}**", "", "```", *(row.replace("`", "'") for row in rows), "```", ""]
+        # a code block keeps the columns, and shows its text as it is (no markup, no HTML); backticks in the
+        # data (a reason) must not end it, nor a line break in it start a line outside the row
+        lines += [f"**{md_text(heading)}**", "", "```", *(one_line(row).replace("`", "'") for row in rows), "```", ""]
     return lines
 
 
@@ -101,10 +107,10 @@ def render_markdown(report: Report) -> str:
     if report.details:
         lines += ["## What each trick did", ""]
         for details in report.details:
-            items = ", ".join(f"{k}={v}" for k, v in details.items.items())
-            links = "".join(f" [{image.title}]({image.path})" for image in details.images)
-            links += "".join(f" [{label}]({path})" for label, path in details.links)
-            lines.append(f"- **{details.heading}**: {items}{links}")
+            items = ", ".join(f"{md_text(k)}={md_text(v)}" for k, v in details.items.items())
+            links = "".join(f" {md_link(image.title, image.path)}" for image in details.images)
+            links += "".join(f" {md_link(label, path)}" for label, path in details.links)
+            lines.append(f"- **{md_text(details.heading)}**: {items}{links}")
         lines.append("")
     problems = problem_lines(report.results)
     if problems:

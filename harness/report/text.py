@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.flops import PEAKS_NOTE
+from harness.report.mdtext import md_code, md_text
 from harness.report.order import order_check_text
 from harness.report.target import DEFINITION as TARGET_DEFINITION
 from harness.spec import Result
@@ -20,7 +21,7 @@ PROTOCOL = """\
   IQR/median > 10%.
 - FLOP/s: forward + backward FLOPs of the training loss per sample (Lightning's `measure_flops` on a
   meta-device copy of the module) times samples/s. MFU (GPU rows only): FLOP/s over {peaks}.
-- Peak memory is `{mem_kinds}`: on a CPU `max_rss_fit` is the run process's RSS high-water mark from the
+- Peak memory is {mem_kinds}: on a CPU `max_rss_fit` is the run process's RSS high-water mark from the
   start of `fit` (reset through `/proc/self/clear_refs`; torch and Lightning included, hence close ratios),
   `max_rss` the same since the process began; on a GPU it is `torch.cuda.max_memory_allocated` over `fit`.
 - Losses: train = mean over the last epoch (TensorBoard's `train_loss`: one mean per timing block); val =
@@ -48,23 +49,29 @@ def header_lines(report: Report) -> list[str]:
     gpus = [g for g in env.get("gpus") or [] if isinstance(g, dict)] if isinstance(env.get("gpus"), list) else []
     dataset_reasons = sorted({r.details.get("dataset_reason", "") for r in report.results} - {""})
     return [
-        f"- Command: `{env.get('command', '?')}`",
-        f"- When: {env.get('time_utc', '?')}; git commit `{env.get('git_commit') or 'unknown'}`",
-        f"- Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs, {env.get('torch_threads', '?')} torch threads)"
-        + "".join(f"; GPU {g.get('name', '?')}" for g in gpus),
-        f"- Versions: python {env.get('python', '?')}, torch {versions.get('torch')}, lightning {versions.get('lightning')}",
-        *(f"- Dataset: {reason}" for reason in dataset_reasons),
+        f"- Command: {md_code(env.get('command', '?'))}",
+        f"- When: {md_text(env.get('time_utc', '?'))}; git commit {md_code(env.get('git_commit') or 'unknown')}",
+        f"- Machine: {md_text(env.get('cpu', '?'))} ({md_text(env.get('cpu_count', '?'))} CPUs, "
+        f"{md_text(env.get('torch_threads', '?'))} torch threads)"
+        + "".join(f"; GPU {md_text(g.get('name', '?'))}" for g in gpus),
+        f"- Versions: python {md_text(env.get('python', '?'))}, torch {md_text(versions.get('torch'))}, "
+        f"lightning {md_text(versions.get('lightning'))}",
+        *(f"- Dataset: {md_text(reason)}" for reason in dataset_reasons),
     ]
 
 
 def problem_lines(results: list[Result]) -> list[str]:
     problems = [r for r in results if r.status != "ok"]
-    return [f"- **{r.trick}** ({r.workload}, {r.accelerator}, repeat {r.repeat}): {r.status}: {r.reason}" for r in problems]
+    return [
+        f"- **{md_text(r.trick)}** ({md_text(r.workload)}, {md_text(r.accelerator)}, repeat {md_text(r.repeat)}): "
+        f"{md_text(r.status)}: {md_text(r.reason)}"
+        for r in problems
+    ]
 
 
 def warning_lines(results: list[Result]) -> list[str]:
     warnings = sorted({f"{r.trick}: {r.details['measure_warning']}" for r in results if "measure_warning" in r.details})
-    return [f"- {w}" for w in warnings]
+    return [f"- {md_text(w)}" for w in warnings]
 
 
 def test_weights_text(results: list[Result]) -> str:
@@ -76,7 +83,7 @@ def test_weights_text(results: list[Result]) -> str:
             continue
         kind = weights.split(" ", 1)[0].rstrip(":")  # "best.ckpt (epoch 2, ...)", "final.ckpt: ...", "final weights: ..."
         kind = {"final": "the final weights"}.get(kind, kind)
-        kinds.setdefault(kind, []).append(r.trick)
+        kinds.setdefault(md_text(kind), []).append(md_text(r.trick))
     if not kinds:
         return "weights that these rows do not name (no `test_weights` detail: rows from an older harness)"
     if len(kinds) == 1:
@@ -92,8 +99,8 @@ def test_weights_text(results: list[Result]) -> str:
 
 
 def protocol_text(results: list[Result]) -> str:
-    mem_kinds = ", ".join(sorted({r.mem_kind for r in results if r.mem_kind})) or "n/a"
-    peaks = sorted({r.details["mfu_peak"] for r in results if r.mfu is not None and "mfu_peak" in r.details})
+    mem_kinds = ", ".join(md_code(kind) for kind in sorted({str(r.mem_kind) for r in results if r.mem_kind})) or "n/a"
+    peaks = sorted({md_text(r.details["mfu_peak"]) for r in results if r.mfu is not None and "mfu_peak" in r.details})
     peak_text = "the dense peak of the device for the precision used: " + "; ".join(peaks) if peaks else (
         "the device's dense peak for the precision used (no GPU row here)"
     )
