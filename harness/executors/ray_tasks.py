@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -121,6 +123,7 @@ def connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -128,7 +131,19 @@ def connect(address: str | None) -> bool:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise UserError(f"--ray-address {address or '(none: a local instance)'}: Ray could not start or connect: {first_line(error)}") from None
+    _restore_sigterm_handler(handler)
     return True
+
+
+def _restore_sigterm_handler(handler: Any) -> None:
+    """Put back the SIGTERM handler that was there before ``ray.init``.
+
+    ``ray.init`` installs its own SIGTERM handlers (a C-level crash handler that prints a stack, and a
+    Python one that exits), which end the driver without the harness's "SIGTERM is Ctrl-C"
+    (cli.sigterm_as_ctrl_c): no task cancelled, no "interrupted", no exit 130.
+    """
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 class RayExecutor:
