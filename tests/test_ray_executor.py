@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,17 @@ from harness.spec import Result, read_results  # noqa: E402
 pytestmark = pytest.mark.ray
 
 # A module a run imports as a user's own model: it trains a linear map, and can SIGKILL its own process
-# or the Ray worker process that started it (the task itself) when training starts.
+# or the Ray worker process that started it (the task itself), or sleep, when training starts.
 PROBE = textwrap.dedent(
     '''
-    import os, signal
+    import os, signal, time
     import torch
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
 
     class Probe(pl.LightningModule):
-        def __init__(self, kill=""):
+        def __init__(self, kill="", sleep=0):
             super().__init__()
             self.save_hyperparameters()
             self.net = torch.nn.Linear(8, 1)
@@ -52,6 +53,7 @@ PROBE = textwrap.dedent(
                 os.kill(os.getppid(), signal.SIGKILL)
             if self.hparams.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(self.hparams.sleep)
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
@@ -153,3 +155,39 @@ def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray:
     assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
     assert sorted(r.details["cuda_visible_devices"] for r in results) == ["0", "1"]
     assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["details"]["cuda_visible_devices"] in ("0", "1")
+
+
+def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_ray: Any, make_spec, tmp_path: Path) -> None:
+    spec_path = str(tmp_path / "specs" / "slow.json")
+    running = []
+
+    def interrupt(result: Result) -> None:  # Ctrl-C as the first row comes in, once the slow run is running
+        deadline = time.monotonic() + 30
+        while not worker_of(spec_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        running.extend(worker_of(spec_path))
+        raise KeyboardInterrupt
+
+    specs = [probe_spec(make_spec, "quick"), probe_spec(make_spec, "slow", sleep=600)]
+    with pytest.raises(KeyboardInterrupt):
+        run_all(specs, tmp_path, show_progress=False, on_result=interrupt, executor=RayExecutor(window=2))
+    assert running, "the slow run never started"
+    assert [r.run_id for r in read_results(tmp_path / "results.jsonl")] == ["quick"]
+    deadline = time.monotonic() + 30
+    while worker_of(spec_path) and time.monotonic() < deadline:  # ray.cancel(force=True) kills its Ray worker
+        time.sleep(0.5)
+    assert not worker_of(spec_path), "the cancelled run's worker process is still running"
+
+
+def worker_of(spec_path: str) -> list[int]:
+    """The pids of live processes whose command line names ``spec_path`` (the run's worker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and spec_path in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+                if "Z" not in state:  # a zombie has finished
+                    pids.append(int(entry.name))
+        except (OSError, StopIteration):
+            continue
+    return pids
