@@ -22,6 +22,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 from harness import cli  # noqa: E402
+from harness.errors import UserError  # noqa: E402
 from harness.executors.ray_tasks import RayExecutor, task_resources  # noqa: E402
 from harness.runner import run_all  # noqa: E402
 from harness.spec import Result, read_results  # noqa: E402
@@ -155,6 +156,11 @@ def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray:
     assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
     assert sorted(r.details["cuda_visible_devices"] for r in results) == ["0", "1"]
     assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["details"]["cuda_visible_devices"] in ("0", "1")
+    # a DDP run of 3 GPUs on a cluster of 2 would wait for ever: refused before any task is submitted
+    three = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu", devices=3), 1)  # noqa: E731
+    with pytest.raises(UserError, match=r"^too-big needs 3 GPU\(s\); the Ray cluster has 2 \(use --accelerator cpu"):
+        run_all([probe_spec(make_spec, "too-big")], tmp_path / "big", show_progress=False, executor=RayExecutor(resources=three))
+    assert not (tmp_path / "big" / "results.jsonl").exists()
 
 
 def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_ray: Any, make_spec, tmp_path: Path) -> None:
