@@ -22,6 +22,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 from harness import cli  # noqa: E402
+from harness.commands.resume_cmd import drop_rows  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.executors.ray_tasks import RayExecutor, task_resources  # noqa: E402
 from harness.runner import run_all  # noqa: E402
@@ -96,7 +97,9 @@ def probe_spec(make_spec, run_id: str, **init_args: Any):
 
 
 def sweep(out: Path, executor: str) -> list[Result]:
-    """The seed autoencoder, 2 tricks x 2 repeats on CPU, a tiny budget, through the CLI."""
+    """The seed autoencoder, 2 tricks x 2 repeats on CPU, a tiny budget, through the CLI; then, as if it had
+    been interrupted, 2 of its rows dropped and finished by ``resume --executor local``, and 2 others by
+    ``resume --executor ray``: a sweep of either executor is finished by either."""
     code = cli.main([
         "run", "--tricks", "grad-clipping,grad-accumulation", "--repeats", "2", "--accelerator", "cpu",
         "--dataset", "synthetic", "--synthetic-size", "256", "--max-epochs", "1", "--block-steps", "1",
@@ -104,7 +107,13 @@ def sweep(out: Path, executor: str) -> list[Result]:
     ])
     assert code == 0
     (run_dir,) = out.iterdir()
-    return read_results(run_dir / "results.jsonl")
+    for rows, finisher in (((0, 1), "local"), ((2, 3), "ray")):
+        ids = [r.run_id for r in read_results(run_dir / "results.jsonl")]
+        drop_rows(run_dir, {ids[i] for i in rows})
+        assert cli.main(["resume", str(run_dir), "--quiet", "--executor", finisher]) == 0
+    rows = read_results(run_dir / "results.jsonl")
+    assert sum(r.details.get("executor") == "ray" for r in rows) == {"local": 2, "ray": 4}[executor]
+    return rows
 
 
 # what differs between any two processes or executors: timings, memory, contention, pids, where it ran
@@ -122,10 +131,9 @@ def same_row(row: Result) -> dict[str, Any]:
 def test_a_ray_sweep_gives_the_local_sweeps_rows(local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray sets OMP_NUM_THREADS from a task's declared CPUs (1 here); torch's CPU kernels sum in another
     # order on another thread count (train loss 0.34731144 on 2 threads, 0.34731143 on 1), so the local
-    # sweep gets the same one thread: the executors are compared, not the thread counts.
-    with monkeypatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        local = {r.run_id: r for r in sweep(tmp_path / "local", "local")}
+    # runs get the same one thread: the executors are compared, not the thread counts.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    local = {r.run_id: r for r in sweep(tmp_path / "local", "local")}
     on_ray = {r.run_id: r for r in sweep(tmp_path / "ray", "ray")}
     assert len(local) == 6 and set(on_ray) == set(local)
     for run_id, row in on_ray.items():
@@ -133,9 +141,12 @@ def test_a_ray_sweep_gives_the_local_sweeps_rows(local_ray: Any, tmp_path: Path,
         assert set(dataclasses.asdict(row)) == set(dataclasses.asdict(local[run_id]))
         assert (row.train_loss, row.val_loss, row.test_loss) == (local[run_id].train_loss, local[run_id].val_loss, local[run_id].test_loss)
         assert same_row(row) == same_row(local[run_id])
-        assert row.details["executor"] == "ray" and row.isolation == "spawn" and row.host
-        assert row.details["omp_num_threads"] == "1"  # Ray's, from the task's one declared CPU
-        assert local[run_id].host and "executor" not in local[run_id].details
+    for row in [*on_ray.values(), *local.values()]:
+        assert row.host
+        if row.details.get("executor") == "ray":
+            assert row.isolation == "spawn" and row.details["omp_num_threads"] == "1"  # Ray's, from the task's one CPU
+        else:
+            assert row.isolation == "fork" and "omp_num_threads" not in row.details
 
 
 def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: Any, make_spec, tmp_path: Path) -> None:
