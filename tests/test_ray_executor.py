@@ -1,7 +1,8 @@
 """``--executor ray`` on a real local Ray instance (no mocks of Ray): the same rows as the local executor,
 a killed task as a failed row, GPU runs one per GPU with their own ``CUDA_VISIBLE_DEVICES``.
 
-Ray starts once for the module (~15 s on a 2-core machine), with 2 CPUs and 2 *fake* GPUs (Ray's
+Ray starts once for the module (2-5 s on the shared 2-core machine; most of the module's minute or so
+is the runs' cold worker processes), with 2 CPUs and 2 *fake* GPUs (Ray's
 ``num_gpus`` resource only: this machine has none). Skipped, with the reason, without Ray (the
 ``ray`` extra). The cheap checks of the same module need no Ray and live in test_executors.py.
 """
