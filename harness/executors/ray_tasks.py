@@ -200,7 +200,7 @@ class RayExecutor:
                             "(use --accelerator cpu, fewer --devices, or a cluster with GPUs)"
                         )
                     ref = remote.options(**resources).remote(
-                        spec.to_json(), str(run_dir), timeout_s, versions, cwd
+                        spec.to_json(), str(run_dir.resolve()), timeout_s, versions, cwd
                     )
                     pending[ref] = spec
                 if not pending:
