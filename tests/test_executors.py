@@ -3,6 +3,7 @@ version check that refuses a node, and the local executor's rows (with the host 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_a_node_with_other_versions_is_refused_with_one_line(make_spec, tmp_path
     assert version_mismatch(here, here) == ""
     assert version_mismatch({**here, "torch": "9.9"}, here) == f"torch {here['torch']} here, 9.9 on the driver"
     assert version_mismatch(here, {k: v for k, v in here.items() if k != "harness commit"}) == ""  # an installed wheel
-    row = Result.from_dict(__import__("json").loads(run_task(make_spec().to_json(), str(tmp_path), None, {**here, "lightning": "1.0"}, "")))
+    row = Result.from_dict(json.loads(run_task(make_spec().to_json(), str(tmp_path), None, {**here, "lightning": "1.0"}, "")))
     assert row.status == "failed" and row.reason == f"refused: this node's versions differ from the driver's: lightning {here['lightning']} here, 1.0 on the driver"
     assert row.host and row.details["executor"] == "ray"
     assert not (tmp_path / "specs").exists()  # nothing ran
