@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness.errors import os_error_line
+from harness.executors import Executor
 from harness.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
 from harness.rundir import plain_name
 from harness.spec import Result, RunSpec, append_row
@@ -89,6 +91,7 @@ def run_one(
         returncode = launcher.run(job, timeout_s)
     result = _result(spec, run_dir, job, returncode, timeout_s)
     result.isolation = launcher.name
+    result.host = socket.gethostname()  # the worker ran here: on a Ray cluster, some node
     if note:
         result.details["isolation_note"] = note
     return result
@@ -141,25 +144,34 @@ def run_all(
     on_result: Callable[[Result], None] | None = None,
     show_progress: bool = True,
     isolation: str | None = None,
+    executor: Executor | None = None,
 ) -> list[Result]:
-    """Run every spec in order, appending each result to ``run_dir/results.jsonl`` as it finishes.
+    """Run every spec, appending each result to ``run_dir/results.jsonl`` as it finishes.
 
-    ``isolation``: "fork" or "spawn" (harness.isolation); None for this platform's default.
+    ``executor``: who runs them (harness.executors); by default the local one, in order, each with
+    ``isolation`` ("fork" or "spawn", harness.isolation; None for this platform's default). Results
+    come back in the order they finish, which under Ray need not be the plan's.
     """
+    if executor is None:
+        from harness.executors.local import LocalExecutor  # it imports this module
+
+        executor = LocalExecutor(isolation)
     run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run_dir / "results.jsonl"
     results = []
     bar = tqdm(total=len(specs), unit="run", file=sys.stderr, disable=not show_progress, dynamic_ncols=True)
+    stream = executor.results(specs, run_dir, timeout_s)
     try:
-        with launchers(isolation, run_dir) as using:
-            for spec in specs:
-                bar.set_description(f"{spec.workload}/{spec.accelerator}/{spec.label}")
-                result = run_one(spec, run_dir, timeout_s, using=using)
-                append_row(results_path, result)
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-                bar.update(1)
+        for result in stream:
+            append_row(results_path, result)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+            bar.set_description(f"{result.workload}/{result.accelerator}/{result.trick}")
+            bar.update(1)
     finally:
+        close = getattr(stream, "close", None)  # a generator: its runs in progress are stopped at once
+        if close is not None:
+            close()
         bar.close()
     return results

@@ -91,6 +91,7 @@ class Result:
     status: str  # "ok", "skipped" or "failed"
     reason: str = ""
     device_name: str = ""
+    host: str = ""  # the machine the run's process ran on (a Ray sweep spreads runs over nodes)
     precision: str = ""
     batch_size: int | None = None
     loader: str = ""

@@ -60,7 +60,8 @@ def test_default_target_is_the_baseline_final_val_loss_per_group_median_over_rep
         run("baseline", [], status="failed", accelerator="tpu"),
         run("fast", [point(0, 0.05, 1.0)]),
     ]
-    assert default_targets(results) == {("w", "d", "cpu"): pytest.approx(0.2), ("w", "d", "gpu"): pytest.approx(0.9)}
+    # keyed by device name too (harness.report.devices); these rows name none
+    assert default_targets(results) == {("w", "d", "cpu", ""): pytest.approx(0.2), ("w", "d", "gpu", ""): pytest.approx(0.9)}
 
 
 def test_target_frame_medians_over_repeats_counts_reached_and_honours_an_explicit_target() -> None:

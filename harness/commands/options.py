@@ -15,6 +15,7 @@ from harness.custom_workload import check_imported, is_import_path, parse_args_o
 from harness.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
 from harness.distributed import resolve_strategy
 from harness.errors import UserError
+from harness.executors import DEFAULT_EXECUTOR, EXECUTORS, Executor, make_executor
 from harness.isolation import ISOLATIONS, default_isolation
 from harness.profiling import PROFILERS
 from harness.plan import RunOptions
@@ -109,6 +110,23 @@ def add_isolation_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who runs the runs: this machine, one after another (default), or a Ray cluster (the ``ray`` extra)."""
+    group = parser.add_argument_group("executor (where the runs run)")
+    group.add_argument(
+        "--executor", choices=EXECUTORS, default=DEFAULT_EXECUTOR,
+        help="local: one run after another on this machine; ray: each run one Ray task, as many at once as the "
+        "cluster has room for, one per GPU (pip install -e '.[ray]') (default: local)",
+    )
+    group.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:10001", help="the Ray cluster to join; none: start a local Ray instance")
+    group.add_argument("--ray-cpus-per-run", type=positive_int, default=1, help="CPUs each Ray task declares (Ray sets OMP_NUM_THREADS from it) (default: 1)")
+
+
+def executor_from_args(args: argparse.Namespace) -> Executor:
+    """The executor of ``--executor``/``--ray-address``; exit 2 for an address without ray, or no Ray installed."""
+    return make_executor(args.executor, args.isolation, args.ray_address, args.ray_cpus_per_run)
+
+
 def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:
     """Lightning's scale-out, checkpoint and profiling switches, passed through to every run's Trainer."""
     group = parser.add_argument_group("scale-out, checkpoints and profiling (passed through to Lightning)")
@@ -134,18 +152,20 @@ def workflow_options(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def check_devices(accelerators: list[str], devices: int) -> None:
+def check_devices(accelerators: list[str], devices: int, local: bool = True) -> None:
     """More GPUs asked for than this machine shows is a user error, before any run starts (CPU
-    "devices" are processes, any number of which Lightning can start)."""
-    if "gpu" in accelerators and devices > torch.cuda.device_count():
+    "devices" are processes, any number of which Lightning can start). ``local=False``: the runs go to
+    a Ray cluster, whose GPUs the executor checks instead."""
+    if local and "gpu" in accelerators and devices > torch.cuda.device_count():
         raise UserError(
             f"--devices {devices} with --accelerator gpu: this machine shows {torch.cuda.device_count()} CUDA device(s); "
             "use at most that many (or --accelerator cpu for processes on the CPU)"
         )
 
 
-def resolve_accelerators(text: str) -> list[str]:
-    """'cpu', 'gpu', 'auto' or a comma list; a GPU asked for but absent is a user error."""
+def resolve_accelerators(text: str, local: bool = True) -> list[str]:
+    """'cpu', 'gpu', 'auto' or a comma list; a GPU asked for but absent is a user error. ``local=False``:
+    the runs go to a Ray cluster, so ``gpu`` is not checked against this machine (``auto`` still is)."""
     chosen: list[str] = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
         if item not in ACCELERATORS:
@@ -154,7 +174,7 @@ def resolve_accelerators(text: str) -> list[str]:
             item = "gpu" if torch.cuda.is_available() else "cpu"
             if item == "cpu":
                 print("harness: --accelerator auto: no CUDA device visible, running on CPU", file=sys.stderr)
-        elif item == "gpu" and not torch.cuda.is_available():
+        elif item == "gpu" and local and not torch.cuda.is_available():
             raise UserError(
                 "--accelerator gpu: no CUDA device is visible (torch.cuda.is_available() is False, "
                 f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --accelerator cpu"

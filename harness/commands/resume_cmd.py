@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import env
 from harness.checkpoints import LAST, checkpoint_dir, relative
-from harness.commands.options import add_isolation_argument, positive_float
+from harness.commands.options import add_executor_arguments, add_isolation_argument, executor_from_args, positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
 from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, rows_kept_on_os_error, writer_lock
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=positive_float, default=None, help="seconds before one run is killed and marked failed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     add_isolation_argument(parser)
+    add_executor_arguments(parser)  # a sweep run with either executor can be finished with either
     add_target_argument(parser)
 
 
@@ -77,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
 
 def resume(args: argparse.Namespace, run_dir: Path) -> int:
     """Run what the plan holds and the rows lack, then report; the caller holds the folder's lock."""
+    executor = executor_from_args(args)
     plan = read_plan(run_dir)
     target = check_target(args.target_val_loss if args.target_val_loss is not None else plan.get("target_val_loss"))
     specs = load_specs(run_dir)
@@ -93,8 +95,9 @@ def resume(args: argparse.Namespace, run_dir: Path) -> int:
             file=sys.stderr,
         )
         environment = env.collect()
+        environment["executor"] = executor.name
         (run_dir / "env-resume.json").write_text(json.dumps(environment, indent=2) + "\n")
-        run_with_progress(pending, run_dir, args.timeout, args.quiet, args.isolation)
+        run_with_progress(pending, run_dir, args.timeout, args.quiet, args.isolation, executor)
     else:
         print(f"harness: nothing to resume: all {len(specs)} planned runs of {run_dir} have rows", file=sys.stderr)
     order = {spec.run_id: index for index, spec in enumerate(specs)}

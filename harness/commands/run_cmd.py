@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from harness import env
 from harness.commands.options import (
-    add_training_arguments, add_workflow_arguments, check_devices, new_run_dir, resolve_accelerators, run_options,
+    add_executor_arguments, add_training_arguments, add_workflow_arguments, check_devices, executor_from_args, new_run_dir,
+    resolve_accelerators, run_options,
 )
+from harness.executors import Executor
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
 from harness.estimate import estimate_text
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_argument(parser)
     add_training_arguments(parser)
     add_workflow_arguments(parser)
+    add_executor_arguments(parser)
 
 
 def progress_line(result: Result) -> str:
@@ -54,11 +57,13 @@ def main(args: argparse.Namespace) -> int:
         for warning in warnings:
             print(f"harness: warning: {label}: {warning}", file=sys.stderr)
     workloads = WORKLOADS.select(args.workload)
-    accelerators = resolve_accelerators(args.accelerator)
+    executor = executor_from_args(args)
+    local = executor.name == "local"
+    accelerators = resolve_accelerators(args.accelerator, local)
     if args.repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     options = run_options(args)
-    check_devices(accelerators, options.devices)
+    check_devices(accelerators, options.devices, local)
     run_dir = new_run_dir(args.out)
     # a `resume` of this folder while it runs is refused, not run alongside; a full disk keeps the finished rows
     with writer_lock(run_dir), rows_kept_on_os_error(run_dir):
@@ -68,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
         )
         environment = env.collect()
         environment["isolation"] = args.isolation  # each row records the one it got (harness.isolation)
+        environment["executor"] = executor.name  # a ray row records its host and Ray's CUDA_VISIBLE_DEVICES
         (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
         write_plan(run_dir, specs, environment["command"], {
             "target_val_loss": target_val_loss,
@@ -76,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
         })
         print(f"harness: {len(specs)} runs -> {run_dir}; {estimate_text(specs)}", file=sys.stderr)
 
-        results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation)
+        results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation, executor)
         return report_and_exit_code(run_dir, results, target_val_loss, environment)
 
 
@@ -132,7 +138,8 @@ class StopAfterFailedBaseline(list):  # type: ignore[type-arg]
 
 
 def run_with_progress(
-    specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool, isolation: str | None = None
+    specs: list[RunSpec], run_dir: Path, timeout_s: float | None, quiet: bool, isolation: str | None = None,
+    executor: Executor | None = None,
 ) -> list[Result]:
     """Run the specs in order, each finished run printed as one line (above the progress bar on a terminal).
 
@@ -149,7 +156,7 @@ def run_with_progress(
     gate = StopAfterFailedBaseline(specs, run_dir, line)
     results = run_all(
         gate, run_dir, timeout_s=timeout_s, show_progress=not quiet and sys.stderr.isatty(), isolation=isolation,
-        on_result=gate.observe,
+        on_result=gate.observe, executor=executor,
     )
     order = {spec.run_id: index for index, spec in enumerate(specs)}
     return sorted([*results, *gate.not_run], key=lambda r: order.get(r.run_id, len(order)))

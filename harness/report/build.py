@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import plots
+from harness.report.devices import several_devices, with_devices
 from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.report.verdicts import Verdict, judge
@@ -39,9 +40,9 @@ class Plot:
 
 @dataclass
 class Group:
-    """One (workload, dataset, accelerator): its table, its target, its plots."""
+    """One (workload, dataset, accelerator, device name): its table, its target, its plots."""
 
-    key: tuple[str, str, str]
+    key: tuple[str, str, str, str]
     heading: str
     summary: pd.DataFrame
     table: pd.DataFrame  # display strings, see table.display_table
@@ -82,7 +83,11 @@ def slug(*parts: str) -> str:
 
 def build_report(run_dir: Path, results: list[Result], env: dict[str, Any], target_val_loss: float | None = None,
                  draw: bool = True) -> Report:
-    """Summarise ``results`` and, with ``draw``, (re)write every PNG of the run under ``plots/``."""
+    """Summarise ``results`` and, with ``draw``, (re)write every PNG of the run under ``plots/``.
+
+    One group (table, Pareto front, plots) per workload, dataset, accelerator and device name: a
+    cluster of mixed GPUs gives one table per GPU model (harness.report.devices)."""
+    results = with_devices(results)
     summary = summary_frame(results, target_val_loss)
     plots_dir = run_dir / PLOTS_DIR
     if draw and plots_dir.is_dir():
@@ -90,17 +95,17 @@ def build_report(run_dir: Path, results: list[Result], env: dict[str, Any], targ
             old.unlink()
     groups = []
     if not summary.empty:
+        mixed = several_devices(results)
         for key, rows in summary.groupby(GROUP, sort=False):
-            groups.append(_group(run_dir, results, key, rows.reset_index(drop=True), target_val_loss, draw))
+            groups.append(_group(run_dir, results, key, rows.reset_index(drop=True), target_val_loss, draw, key[:3] in mixed))
     details = _trick_details(run_dir, results, draw)
     return Report(run_dir, env, results, summary, groups, details, target_val_loss, judge(results, target_val_loss=target_val_loss))
 
 
-def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows: pd.DataFrame,
-           target_val_loss: float | None, draw: bool) -> Group:
-    workload, dataset, accelerator = key
-    device = rows["device_name"].dropna().iloc[0] if rows["device_name"].notna().any() else ""
-    where = f"{accelerator} ({device})" if device else accelerator
+def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str, str], rows: pd.DataFrame,
+           target_val_loss: float | None, draw: bool, name_device: bool = False) -> Group:
+    workload, dataset, accelerator, device = key
+    where = f"{accelerator} ({device or 'unnamed device'})" if device or name_device else accelerator
     world = int(rows["world_size"].max()) if rows["world_size"].notna().any() else 1
     if world > 1:  # samples/s is the sum over the processes, peak memory the largest process's
         strategy = next((s for s in rows["strategy"] if s), "")
@@ -121,7 +126,7 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str], rows
     if not draw:
         return group
     colors = plots.trick_colors(list(rows["trick"]))
-    name = slug(workload, dataset, accelerator)
+    name = slug(workload, dataset, accelerator, *([device or "unnamed"] if name_device else []))
     group.plots.append(_save(run_dir, f"{name}-throughput-memory.png", plots.throughput_memory_figure(rows, heading),
                              "Throughput and peak memory per trick",
                              "Bars: median; whiskers: IQR over timing blocks; hatched: noisy (IQR/median > 10%). "
@@ -146,8 +151,8 @@ def _save(run_dir: Path, name: str, figure: Any, title: str, caption: str) -> Pl
     return Plot(title=title, path=f"{PLOTS_DIR}/{name}", caption=caption)
 
 
-def _first_ok(results: list[Result], key: tuple[str, str, str], trick: str) -> Result | None:
-    candidates = [r for r in results if (r.workload, r.dataset, r.accelerator) == key and r.trick == trick]
+def _first_ok(results: list[Result], key: tuple[str, str, str, str], trick: str) -> Result | None:
+    candidates = [r for r in results if (r.workload, r.dataset, r.accelerator, r.device_name) == key and r.trick == trick]
     ok = sorted((r for r in candidates if r.status == "ok"), key=lambda r: r.repeat)
     return ok[0] if ok else None
 
@@ -162,7 +167,7 @@ def _step_to_samples(result: Result) -> tuple[np.ndarray, np.ndarray] | None:
     return steps, samples
 
 
-def _loss_series(run_dir: Path, results: list[Result], key: tuple[str, str, str],
+def _loss_series(run_dir: Path, results: list[Result], key: tuple[str, str, str, str],
                  tricks: list[str]) -> tuple[dict[str, dict[str, pd.DataFrame]], str]:
     """Each trick's fit curves from TensorBoard, on a shared x axis: samples seen when every run's
     step->samples map is known (tricks that change the batch or accumulate stay comparable), else steps.

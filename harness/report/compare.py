@@ -1,7 +1,8 @@
 """Compare two runs row by row: the ratios B/A of throughput, peak memory and losses.
 
 Run A is the reference (say, main's last CI run) and B the candidate. Rows match on (workload,
-dataset, accelerator, trick) and each side is its run's summary (the median over repeats). A
+dataset, accelerator, device name, trick): a row is never compared with one measured on another
+device (harness.report.devices), it is listed as only in A and only in B instead; and each side is its run's summary (the median over repeats). A
 regression is a throughput that drops, or a peak memory that grows, by more than the threshold
 *and* whose 95% interval says so (lies wholly below, or above, 1.00; the interval comes from the
 spread between each side's repeats, ``verdicts.between_runs_interval``); a row with nothing to
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from harness.errors import UserError
+from harness.report.devices import with_devices
 from harness.report.table import summary_frame
 from harness.report.verdicts import between_runs_interval, contended
 from harness.spec import Result
 
-KEYS = ["workload", "dataset", "accelerator", "trick"]
+KEYS = ["workload", "dataset", "accelerator", "device_name", "trick"]
 # summary column, label, display format
 METRICS = [
     ("samples_per_s", "samples/s", ",.0f"),
@@ -37,7 +39,7 @@ METRICS = [
 
 @dataclass
 class Regression:
-    row: tuple[str, str, str, str]
+    row: tuple[str, str, str, str, str]
     what: str  # "throughput" or "peak memory"
     change: float  # relative change B/A - 1
     low: float = math.nan  # 95% interval of B/A (NaN: none could be built)
@@ -45,9 +47,9 @@ class Regression:
     contention: str = ""  # "A", "B" or "A and B": whose rows carried contention warnings
 
     def __str__(self) -> str:
-        workload, dataset, accelerator, trick = self.row
+        workload, dataset, accelerator, device, trick = self.row
         verb = "dropped" if self.change < 0 else "grew"
-        text = f"{trick} ({workload}, {dataset}, {accelerator}): {self.what} {verb} {abs(self.change):.1%}"
+        text = f"{trick} ({workload}, {dataset}, {_where(accelerator, device)}): {self.what} {verb} {abs(self.change):.1%}"
         if not math.isnan(self.low):
             text += f" (B/A 95% CI {self.low:.2f}-{self.high:.2f})"
         else:
@@ -63,6 +65,10 @@ class Comparison:
     only_a: pd.DataFrame  # KEYS + status
     only_b: pd.DataFrame
     regressions: list[Regression] = field(default_factory=list)
+
+
+def _where(accelerator: str, device: str) -> str:
+    return f"{accelerator} ({device})" if device else accelerator
 
 
 def parse_threshold(text: str) -> float:
@@ -82,6 +88,7 @@ def parse_threshold(text: str) -> float:
 
 def compare_results(results_a: Sequence[Result], results_b: Sequence[Result], threshold: float | None = None) -> Comparison:
     """Match the two runs' summary rows and compute B/A ratios; find regressions beyond ``threshold``."""
+    results_a, results_b = with_devices(results_a), with_devices(results_b)
     a, b = _side(results_a), _side(results_b)
     merged = a.merge(b, on=KEYS, how="outer", suffixes=("_a", "_b"), indicator=True)
     # the runs' own row order (baseline first, tricks as planned): A's rows, then those only in B
@@ -163,7 +170,8 @@ def unsettled(matched: pd.DataFrame, threshold: float) -> list[str]:
     """Rows past the threshold whose interval still includes 1.00: not flagged, but named."""
     lines = []
     for _, row in matched.iterrows():
-        workload, dataset, accelerator, trick = (row[k] for k in KEYS)
+        workload, dataset, accelerator, device, trick = (row[k] for k in KEYS)
+        accelerator = _where(accelerator, device)
         speed, high = row["samples_per_s_ratio"], row.get("samples_per_s_high", math.nan)
         if pd.notna(speed) and speed < 1 - threshold and pd.notna(high) and high >= 1.0:
             lines.append(f"{trick} ({workload}, {dataset}, {accelerator}): throughput {speed - 1:+.1%}, but B/A 95% CI "
@@ -204,14 +212,14 @@ def format_comparison(comparison: Comparison, name_a: str, name_b: str, threshol
     if comparison.matched.empty:
         lines += ["", "No row is present in both runs."]
     else:
-        for (workload, dataset, accelerator), rows in comparison.matched.groupby(KEYS[:3], sort=False):
-            lines += ["", f"{workload} on {accelerator}, dataset {dataset}",
+        for (workload, dataset, accelerator, device), rows in comparison.matched.groupby(KEYS[:4], sort=False):
+            lines += ["", f"{workload} on {_where(accelerator, device)}, dataset {dataset}",
                       comparison_table(rows).to_markdown(index=False, tablefmt="simple", disable_numparse=True)]
     for label, frame in ((f"Only in A ({name_a})", comparison.only_a), (f"Only in B ({name_b})", comparison.only_b)):
         if not frame.empty:
             lines += ["", f"{label}:"]
-            lines += [f"  {r.trick} ({r.workload}, {r.dataset}, {r.accelerator}): {r.status}" for r in frame.itertuples()]
-    contended_rows = [f"{r.trick} ({r.workload}, {r.dataset}, {r.accelerator}): {r.contention}"
+            lines += [f"  {r.trick} ({r.workload}, {r.dataset}, {_where(r.accelerator, r.device_name)}): {r.status}" for r in frame.itertuples()]
+    contended_rows = [f"{r.trick} ({r.workload}, {r.dataset}, {_where(r.accelerator, r.device_name)}): {r.contention}"
                       for r in comparison.matched.itertuples() if getattr(r, "contention", "")]
     if contended_rows:
         lines += ["", "Rows whose runs carried contention warnings (other processes used the CPU during fit; "

@@ -1,7 +1,8 @@
-"""Results -> pandas tables: one summary row per (workload, dataset, accelerator, trick) with ratios.
+"""Results -> pandas tables: one summary row per (workload, dataset, accelerator, device, trick) with ratios.
 
-Ratios are taken against the baseline of the same workload, dataset and accelerator, so each cell
-reads "this trick, against doing nothing, on this machine". With repeats, each number is the median
+Ratios are taken against the baseline of the same workload, dataset, accelerator and device name
+(harness.report.devices), so each cell reads "this trick, against doing nothing, on this machine";
+a trick with no same-device baseline gets no ratio. With repeats, each number is the median
 over repeats, except throughput: its median and IQR are taken over the timing blocks of all repeats
 pooled, so that a cell is flagged noisy (IQR/median > 10%) whether blocks or repeats disagree. Where
 a run was measured on both CPU and GPU, GPU rows carry their GPU/CPU speed ratio. The summary also
@@ -20,10 +21,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from harness.measure import NOISY_IQR_RATIO, iqr
+from harness.report.devices import with_devices
 from harness.report.target import format_to_target, target_frame
 from harness.spec import BASELINE, Result
 
-GROUP = ["workload", "dataset", "accelerator"]
+GROUP = ["workload", "dataset", "accelerator", "device_name"]
 # metric, column label, whether a ratio is shown
 RATIO_METRICS = ["samples_per_s", "step_time_ms", "peak_mem_bytes", "val_loss", "test_loss", "wall_s"]
 NUMERIC = [
@@ -56,6 +58,7 @@ def _status(statuses: pd.Series) -> str:
 def summary_frame(results: Sequence[Result], target_val_loss: float | None = None) -> pd.DataFrame:
     """Aggregate repeats, add ``<metric>_ratio`` columns against each group's baseline and the
     time-to-target columns (target: ``target_val_loss``, else each group's baseline final val loss)."""
+    results = with_devices(results)
     frame = results_frame(results)
     if frame.empty:
         return frame
@@ -68,7 +71,6 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
         status=("status", _status),
         reason=("reason", lambda s: "; ".join(sorted({r for r in s if r}))),
         precision=("precision", "first"),
-        device_name=("device_name", "first"),
         loader=("loader", "first"),
         mem_kind=("mem_kind", "first"),
         world_size=("world_size", "max"),
@@ -97,10 +99,10 @@ def _pool_blocks(summary: pd.DataFrame, ok: Sequence[Result]) -> None:
     """Median and IQR of samples/s over the blocks of every repeat of a cell, and its noisy flag."""
     pooled: dict[tuple[str, ...], list[float]] = {}
     for result in ok:
-        key = (result.workload, result.dataset, result.accelerator, result.trick)
+        key = (result.workload, result.dataset, result.accelerator, result.device_name, result.trick)
         pooled.setdefault(key, []).extend(result.block_samples_per_s)
     for index, row in summary.iterrows():
-        rates = pooled.get((row["workload"], row["dataset"], row["accelerator"], row["trick"]))
+        rates = pooled.get(tuple(row[k] for k in [*GROUP, "trick"]))
         if not rates:
             continue  # results from before blocks were kept: the per-run medians stand
         median = statistics.median(rates)
@@ -123,16 +125,20 @@ def too_short(result: Result) -> bool:
 
 def _too_short(summary: pd.DataFrame, ok: Sequence[Result]) -> list[bool]:
     """Per summary row: any of its repeats too short to judge (see :func:`too_short`)."""
-    short = {(r.workload, r.dataset, r.accelerator, r.trick) for r in ok if too_short(r)}
-    return [(row["workload"], row["dataset"], row["accelerator"], row["trick"]) in short for _, row in summary.iterrows()]
+    short = {(r.workload, r.dataset, r.accelerator, r.device_name, r.trick) for r in ok if too_short(r)}
+    return [tuple(row[k] for k in [*GROUP, "trick"]) in short for _, row in summary.iterrows()]
 
 
 def _gpu_cpu_speed(summary: pd.DataFrame) -> list[float]:
-    """samples/s on GPU over samples/s on CPU for the same workload, dataset and trick (GPU rows only)."""
-    speed = summary.set_index(["workload", "dataset", "accelerator", "trick"])["samples_per_s"]
+    """samples/s on GPU over samples/s on CPU for the same workload, dataset and trick (GPU rows only);
+    none when the CPU rows come from more than one CPU model (which one would it be against?)."""
+    cpus: dict[tuple[str, str, str], list[float]] = {}
+    for _, row in summary[summary["accelerator"] == "cpu"].iterrows():
+        cpus.setdefault((row["workload"], row["dataset"], row["trick"]), []).append(row["samples_per_s"])
     ratios = []
     for _, row in summary.iterrows():
-        cpu = speed.get((row["workload"], row["dataset"], "cpu", row["trick"]))
+        found = cpus.get((row["workload"], row["dataset"], row["trick"]), [])
+        cpu = found[0] if len(found) == 1 else None
         ok = row["accelerator"] == "gpu" and cpu is not None and pd.notna(cpu) and cpu > 0
         ratios.append(row["samples_per_s"] / cpu if ok else float("nan"))
     return ratios

@@ -22,9 +22,10 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report.devices import with_devices
 from harness.spec import BASELINE, Result
 
-GROUP = ("workload", "dataset", "accelerator")
+GROUP = ("workload", "dataset", "accelerator", "device_name")  # the same device only (harness.report.devices)
 KEYS = [*GROUP, "trick"]
 DEFINITION = (
     "Time to target: `tune s + fit s` at the first validation during fit whose val loss is <= the target "
@@ -83,37 +84,37 @@ def final_val_loss(result: Result) -> float | None:
     return None
 
 
-def default_targets(results: Iterable[Result]) -> dict[tuple[str, str, str], float]:
-    """Per (workload, dataset, accelerator): the baseline's final val loss, median over repeats."""
-    losses: dict[tuple[str, str, str], list[float]] = {}
-    for result in results:
+def default_targets(results: Iterable[Result]) -> dict[tuple[str, str, str, str], float]:
+    """Per (workload, dataset, accelerator, device name): the baseline's final val loss, median over repeats."""
+    losses: dict[tuple[str, str, str, str], list[float]] = {}
+    for result in with_devices(results):
         if result.trick != BASELINE or result.status != "ok":
             continue
         value = final_val_loss(result)
         if value is not None:
-            losses.setdefault((result.workload, result.dataset, result.accelerator), []).append(value)
+            losses.setdefault((result.workload, result.dataset, result.accelerator, result.device_name), []).append(value)
     return {key: float(pd.Series(values).median()) for key, values in losses.items()}
 
 
 def target_frame(results: Iterable[Result], target_val_loss: float | None = None) -> pd.DataFrame:
-    """One row per (workload, dataset, accelerator, trick): the target and the median time to it.
+    """One row per (workload, dataset, accelerator, device name, trick): the target and the median time to it.
 
     Columns: ``target_val_loss``, ``target_source`` ("baseline" or "--target-val-loss"),
     ``to_target_s`` and ``to_target_samples`` (inf: not reached; NaN: no ok run or no target) and
     ``to_target_reached`` ("k/n" repeats that reached it).
     """
-    results = list(results)
+    results = with_devices(results)
     targets = default_targets(results)
     rows = []
     for result in results:
         if result.status != "ok":
             continue
-        key = (result.workload, result.dataset, result.accelerator)
+        key = (result.workload, result.dataset, result.accelerator, result.device_name)
         target = target_val_loss if target_val_loss is not None else targets.get(key)
         hit = time_to_target(result.curve, target, result.tune_s) if target is not None else None
         rows.append({
             "workload": result.workload, "dataset": result.dataset, "accelerator": result.accelerator,
-            "trick": result.trick,
+            "device_name": result.device_name, "trick": result.trick,
             "target_val_loss": float("nan") if target is None else target,
             "target_source": "--target-val-loss" if target_val_loss is not None else "baseline",
             "to_target_s": float("nan") if target is None else (hit.wall_s if hit else math.inf),

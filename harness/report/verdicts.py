@@ -34,11 +34,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.report.devices import with_devices
 from harness.report.target import default_targets, final_val_loss, time_to_target
 from harness.stats import Interval, paired_interval, ratio, student_t_quantile
 from harness.spec import BASELINE, COMBINE, Result
 
-GROUP = ("workload", "dataset", "accelerator")
+GROUP = ("workload", "dataset", "accelerator", "device_name")  # the same device only (harness.report.devices)
 
 SPEED_BAND = 1.1  # a speed (or time-to-target) change smaller than 10% is no practical effect (asv's factor)
 SINGLE_REPEAT_FACTOR = 1.5  # one repeat: a call only beyond this, far outside run-to-run noise
@@ -83,10 +84,11 @@ class Verdict:
     quality: Axis = field(default_factory=lambda: Axis("none"))
     to_target: Axis = field(default_factory=lambda: Axis("none"))
     contention: int = 0  # the trick's and baseline's runs that carried a contention warning
+    device: str = ""  # the device name both sides ran on: a trick is never judged against another device's baseline
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.workload, self.dataset, self.accelerator, self.trick)
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.workload, self.dataset, self.accelerator, self.device, self.trick)
 
     def line(self, width: int = 0) -> str:
         return f"{self.trick:<{width}}  {self.text}"
@@ -110,15 +112,15 @@ def judge(
     ``helps_when``: trick name -> the condition under which it pays beyond what a run shows
     (``Trick.helps_when``); None: ask each trick class when ``changes_budget`` is None too, else none.
     """
-    results = list(results)
+    results = with_devices(results)
     budget = _budget_predicate(changes_budget)
     if helps_when is None:
         helps_when = _registry_conditions(results) if changes_budget is None else {}
     targets = default_targets(results)
     verdicts = []
-    groups: dict[tuple[str, str, str], list[Result]] = {}
+    groups: dict[tuple[str, str, str, str], list[Result]] = {}
     for result in results:
-        groups.setdefault((result.workload, result.dataset, result.accelerator), []).append(result)
+        groups.setdefault((result.workload, result.dataset, result.accelerator, result.device_name), []).append(result)
     for key, rows in groups.items():
         baseline = _by_repeat([r for r in rows if r.trick == BASELINE])
         target = target_val_loss if target_val_loss is not None else targets.get(key)
@@ -126,6 +128,7 @@ def judge(
             runs = [r for r in rows if r.trick == label]
             uses_budget = any(budget(name) for name in label.split(COMBINE))
             verdict = _judge_trick(key, label, runs, baseline, target, uses_budget)
+            verdict.device = key[3]
             conditions = [helps_when[name] for name in label.split(COMBINE) if helps_when.get(name)]
             if verdict.category == NO_GAIN and conditions:
                 verdict.category, verdict.call = TURN_ON_IF, f"turn on if {' or '.join(conditions)}"
@@ -178,10 +181,10 @@ def _by_repeat(runs: Sequence[Result]) -> dict[int, Result]:
 
 
 def _judge_trick(
-    key: tuple[str, str, str], label: str, runs: list[Result], baseline: dict[int, Result],
+    key: tuple[str, str, str, str], label: str, runs: list[Result], baseline: dict[int, Result],
     target: float | None, uses_budget: bool,
 ) -> Verdict:
-    workload, dataset, accelerator = key
+    workload, dataset, accelerator, device = key
     trick = _by_repeat(runs)
     if not trick:
         status = runs[-1].status if runs else "failed"
@@ -190,7 +193,7 @@ def _judge_trick(
         return Verdict(workload, dataset, accelerator, label, status, status, f"{status}: {reasons}", "")
     if not baseline:
         return Verdict(workload, dataset, accelerator, label, CANNOT_TELL, CANNOT_TELL,
-                       "cannot tell: no baseline run finished in this group to compare with", "",
+                       f"cannot tell: no baseline run on this device ({device or 'unnamed'}) finished to compare with", "",
                        repeats=len(trick))
     repeats = sorted(set(trick) & set(baseline))
     if not repeats:  # a resume that finished different repeats: pair what there is in order
@@ -507,10 +510,15 @@ def _call_budget(to_target: Axis, quality: Axis, wall: float) -> tuple[str, str]
 
 
 def by_group(verdicts: Sequence[Verdict]) -> dict[str, list[Verdict]]:
-    """The verdicts per workload, accelerator and dataset, under the heading every page shows, in order."""
+    """The verdicts per workload, accelerator, device and dataset, under the heading every page shows, in
+    order; the device is named where a cell ran on more than one."""
+    devices: dict[tuple[str, str, str], set[str]] = {}
+    for v in verdicts:
+        devices.setdefault((v.workload, v.dataset, v.accelerator), set()).add(v.device)
     groups: dict[str, list[Verdict]] = {}
     for v in verdicts:
-        groups.setdefault(f"{v.workload} on {v.accelerator}, dataset {v.dataset}", []).append(v)
+        where = f"{v.accelerator} ({v.device or 'unnamed device'})" if len(devices[(v.workload, v.dataset, v.accelerator)]) > 1 else v.accelerator
+        groups.setdefault(f"{v.workload} on {where}, dataset {v.dataset}", []).append(v)
     return groups
 
 
@@ -588,7 +596,7 @@ def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     """One row per verdict: the keys, the category, the text and each axis's call, ratio and 95% bounds."""
     rows = []
     for v in verdicts:
-        row = {"workload": v.workload, "dataset": v.dataset, "accelerator": v.accelerator, "trick": v.trick,
+        row = {"workload": v.workload, "dataset": v.dataset, "accelerator": v.accelerator, "device_name": v.device, "trick": v.trick,
                "verdict_category": v.category, "verdict": v.text, "verdict_judged_on": v.judged_on,
                "verdict_repeats": v.repeats}
         for name, axis in (("speed", v.speed), ("memory", v.memory), ("loss", v.quality), ("to_target", v.to_target)):
@@ -599,7 +607,7 @@ def verdict_frame(verdicts: Sequence[Verdict]) -> pd.DataFrame:
 
 
 def with_verdicts(summary: pd.DataFrame, verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """The summary with the verdict columns joined on (workload, dataset, accelerator, trick)."""
+    """The summary with the verdict columns joined on (workload, dataset, accelerator, device name, trick)."""
     if summary.empty:
         return summary
     frame = verdict_frame(verdicts)

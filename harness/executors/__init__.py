@@ -1,0 +1,49 @@
+"""Executors: the one seam between a plan's RunSpecs and the Results that come back.
+
+An executor takes RunSpecs and yields Results as they finish (in any order); the runner appends each
+to results.jsonl at once, so plan, worker and report do not care which executor ran a run.
+``local`` (the default) runs them one after another on this machine; ``ray`` makes each run one Ray
+task on a cluster (or a local Ray instance) and needs the optional ``ray`` extra. Kept free of heavy
+imports (Ray, torch): this module is read by every ``run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from harness.errors import UserError
+from harness.spec import Result, RunSpec
+
+EXECUTORS = ("local", "ray")
+DEFAULT_EXECUTOR = "local"
+
+
+class Executor(Protocol):
+    name: str
+
+    def results(self, specs: Iterable[RunSpec], run_dir: Path, timeout_s: float | None) -> Iterator[Result]:
+        """Run every spec, each in a fresh process, and yield its Result as soon as it finishes.
+
+        ``specs`` is consumed lazily, so that a plan may stop handing out runs it learns are pointless
+        (run_cmd.StopAfterFailedBaseline). A run that crashes, is killed or times out is a failed
+        Result, never an exception; an interrupt (Ctrl-C) stops the runs in progress and propagates.
+        """
+        ...
+
+
+def make_executor(name: str, isolation: str | None = None, ray_address: str | None = None, cpus_per_run: int = 1) -> Executor:
+    """The executor a command line asked for; a UserError (exit 2) for a bad choice or a missing Ray."""
+    if name not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if name == "local":
+        if ray_address:
+            raise UserError(f"--ray-address {ray_address!r} needs --executor ray (got --executor local)")
+        from harness.executors.local import LocalExecutor
+
+        return LocalExecutor(isolation)
+    from harness.executors.ray_tasks import RayExecutor, check_ray_available
+
+    check_ray_available()
+    return RayExecutor(address=ray_address, cpus_per_run=cpus_per_run)

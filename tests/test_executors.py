@@ -1,0 +1,56 @@
+"""The executor seam without starting Ray: choices and their errors, what a run asks Ray for, the
+version check that refuses a node, and the local executor's rows (with the host they ran on)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.errors import UserError
+from harness.executors import make_executor
+from harness.executors.local import LocalExecutor
+from harness.executors.ray_tasks import check_ray_available, node_versions, run_task, task_resources, version_mismatch
+from harness.spec import Result
+
+
+def test_the_local_executor_is_the_default_and_a_bad_choice_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert isinstance(make_executor("local", "spawn"), LocalExecutor)
+    with pytest.raises(UserError, match=r"--executor must be one of local, ray, got 'dask'"):
+        make_executor("dask")
+    with pytest.raises(UserError, match="--ray-address 'auto' needs --executor ray"):
+        make_executor("local", ray_address="auto")
+    assert cli.main(["run", "--executor", "local", "--ray-address", "auto", "--tricks", "none"]) == 2
+    assert "needs --executor ray" in capsys.readouterr().err
+
+
+def test_without_ray_installed_the_ray_executor_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(UserError, match=r"--executor ray needs Ray: pip install -e '\.\[ray\]'"):
+        check_ray_available()
+
+
+def test_a_run_asks_ray_for_its_cpus_and_one_gpu_per_device(make_spec) -> None:
+    assert task_resources(make_spec(), 2) == {"num_cpus": 2, "num_gpus": 0}
+    assert task_resources(make_spec(accelerator="gpu"), 1) == {"num_cpus": 1, "num_gpus": 1}
+    assert task_resources(make_spec(accelerator="gpu", devices=4, strategy="ddp"), 1) == {"num_cpus": 1, "num_gpus": 4}
+
+
+def test_a_node_with_other_versions_is_refused_with_one_line(make_spec, tmp_path: Path) -> None:
+    here = node_versions()
+    assert version_mismatch(here, here) == ""
+    assert version_mismatch({**here, "torch": "9.9"}, here) == f"torch {here['torch']} here, 9.9 on the driver"
+    assert version_mismatch(here, {k: v for k, v in here.items() if k != "harness commit"}) == ""  # an installed wheel
+    row = Result.from_dict(json.loads(run_task(make_spec().to_json(), str(tmp_path), None, {**here, "lightning": "1.0"}, "")))
+    assert row.status == "failed" and row.reason == f"refused: this node's versions differ from the driver's: lightning {here['lightning']} here, 1.0 on the driver"
+    assert row.host and row.details["executor"] == "ray"
+    assert not (tmp_path / "specs").exists()  # nothing ran
+
+
+def test_the_local_executor_yields_each_row_with_its_host(make_spec, tmp_path: Path) -> None:
+    (row,) = LocalExecutor("spawn").results([make_spec(max_epochs=1)], tmp_path, None)
+    assert row.status == "ok", row.reason
+    assert row.host and row.isolation == "spawn"

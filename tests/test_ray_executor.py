@@ -1,0 +1,211 @@
+"""``--executor ray`` on a real local Ray instance (no mocks of Ray): the same rows as the local executor,
+a killed task as a failed row, GPU runs one per GPU with their own ``CUDA_VISIBLE_DEVICES``.
+
+Ray starts once for the module (2-5 s on the shared 2-core machine; most of the module's minute or so
+is the runs' cold worker processes), with 2 CPUs and 2 *fake* GPUs (Ray's
+``num_gpus`` resource only: this machine has none). Skipped, with the reason, without Ray (the
+``ray`` extra). The cheap checks of the same module need no Ray and live in test_executors.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+from harness import cli  # noqa: E402
+from harness.commands.resume_cmd import drop_rows  # noqa: E402
+from harness.errors import UserError  # noqa: E402
+from harness.executors.ray_tasks import RayExecutor, task_resources  # noqa: E402
+from harness.runner import run_all  # noqa: E402
+from harness.spec import Result, read_results  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+# A module a run imports as a user's own model: it trains a linear map, and can SIGKILL its own process
+# or the Ray worker process that started it (the task itself), or sleep, when training starts.
+PROBE = textwrap.dedent(
+    '''
+    import os, signal, time
+    import torch
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+
+    class Probe(pl.LightningModule):
+        def __init__(self, kill="", sleep=0):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def on_train_start(self):
+            if self.hparams.kill == "task":  # the Ray worker running this task; then this process
+                os.kill(os.getppid(), signal.SIGKILL)
+            if self.hparams.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(self.hparams.sleep)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+    class Data(pl.LightningDataModule):
+        def train_dataloader(self):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(64, 8, generator=g)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=32)
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local Ray instance for the module: 2 CPUs, 2 fake GPUs, no dashboard. Its workers inherit this
+    environment, so the probe module's folder goes on PYTHONPATH before Ray starts."""
+    folder = tmp_path_factory.mktemp("probe_pkg")
+    (folder / "ray_probe_models.py").write_text(PROBE)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(Path(__file__).resolve().parents[1]), before or "") if p)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def probe_spec(make_spec, run_id: str, **init_args: Any):
+    return make_spec(
+        run_id=run_id, workload="ray_probe_models:Probe", datamodule="ray_probe_models:Data", init_args=init_args,
+        max_epochs=1, block_steps=1, warmup_blocks=0, checkpoints=False,
+    )
+
+
+def sweep(out: Path, executor: str) -> list[Result]:
+    """The seed autoencoder, 2 tricks x 2 repeats on CPU, a tiny budget, through the CLI; then, as if it had
+    been interrupted, 2 of its rows dropped and finished by ``resume --executor local``, and 2 others by
+    ``resume --executor ray``: a sweep of either executor is finished by either."""
+    code = cli.main([
+        "run", "--tricks", "grad-clipping,grad-accumulation", "--repeats", "2", "--accelerator", "cpu",
+        "--dataset", "synthetic", "--synthetic-size", "256", "--max-epochs", "1", "--block-steps", "1",
+        "--no-checkpoints", "--quiet", "--executor", executor, "--out", str(out),
+    ])
+    assert code == 0
+    (run_dir,) = out.iterdir()
+    for rows, finisher in (((0, 1), "local"), ((2, 3), "ray")):
+        ids = [r.run_id for r in read_results(run_dir / "results.jsonl")]
+        drop_rows(run_dir, {ids[i] for i in rows})
+        assert cli.main(["resume", str(run_dir), "--quiet", "--executor", finisher]) == 0
+    rows = read_results(run_dir / "results.jsonl")
+    assert sum(r.details.get("executor") == "ray" for r in rows) == {"local": 2, "ray": 4}[executor]
+    return rows
+
+
+# what differs between any two processes or executors: timings, memory, contention, pids, where it ran
+VARYING = ("_s", "per_s", "mem", "time", "contention", "cpu", "log", "warnings", "host", "isolation", "threads", "executor", "omp")
+
+
+def same_row(row: Result) -> dict[str, Any]:
+    keep = {k: v for k, v in dataclasses.asdict(row).items() if not any(word in k for word in VARYING)}
+    keep["details"] = {k: v for k, v in row.details.items() if not any(word in k for word in VARYING)}
+    keep.pop("noisy", None)
+    keep["curve"] = [point["val_loss"] for point in row.curve]
+    return keep
+
+
+def test_a_ray_sweep_gives_the_local_sweeps_rows(local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray sets OMP_NUM_THREADS from a task's declared CPUs (1 here); torch's CPU kernels sum in another
+    # order on another thread count (train loss 0.34731144 on 2 threads, 0.34731143 on 1), so the local
+    # runs get the same one thread: the executors are compared, not the thread counts.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    local = {r.run_id: r for r in sweep(tmp_path / "local", "local")}
+    on_ray = {r.run_id: r for r in sweep(tmp_path / "ray", "ray")}
+    assert len(local) == 6 and set(on_ray) == set(local)
+    for run_id, row in on_ray.items():
+        assert row.status == "ok", row.reason
+        assert set(dataclasses.asdict(row)) == set(dataclasses.asdict(local[run_id]))
+        assert (row.train_loss, row.val_loss, row.test_loss) == (local[run_id].train_loss, local[run_id].val_loss, local[run_id].test_loss)
+        assert same_row(row) == same_row(local[run_id])
+    for row in [*on_ray.values(), *local.values()]:
+        assert row.host
+        if row.details.get("executor") == "ray":
+            assert row.isolation == "spawn" and row.details["omp_num_threads"] == "1"  # Ray's, from the task's one CPU
+        else:
+            assert row.isolation == "fork" and "omp_num_threads" not in row.details
+
+
+def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: Any, make_spec, tmp_path: Path) -> None:
+    specs = [probe_spec(make_spec, "run-killed", kill="run"), probe_spec(make_spec, "task-killed", kill="task"), probe_spec(make_spec, "next")]
+    results = {r.run_id: r for r in run_all(specs, tmp_path, show_progress=False, executor=RayExecutor(window=2))}
+    assert results["run-killed"].status == "failed" and results["run-killed"].reason.startswith("killed by SIGKILL")
+    assert results["task-killed"].status == "failed" and results["task-killed"].reason.startswith("ray task failed:"), results["task-killed"].reason
+    assert results["next"].status == "ok", results["next"].reason
+    assert {r.run_id for r in read_results(tmp_path / "results.jsonl")} == {"run-killed", "task-killed", "next"}
+
+
+def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray: Any, make_spec, tmp_path: Path) -> None:
+    # CPU runs declared to Ray as GPU runs (task_resources of the same spec on --accelerator gpu): Ray's 2
+    # GPUs here are fake, so the runs train on the CPU while Ray assigns each its own GPU.
+    declared_as_gpu = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu"), 1)  # noqa: E731
+    specs = [probe_spec(make_spec, f"gpu-{i}") for i in range(2)]
+    results = run_all(specs, tmp_path, show_progress=False, executor=RayExecutor(resources=declared_as_gpu))
+    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
+    assert sorted(r.details["cuda_visible_devices"] for r in results) == ["0", "1"]
+    assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["details"]["cuda_visible_devices"] in ("0", "1")
+    # a DDP run of 3 GPUs on a cluster of 2 would wait for ever: refused before any task is submitted
+    three = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu", devices=3), 1)  # noqa: E731
+    with pytest.raises(UserError, match=r"^too-big needs 3 GPU\(s\); the Ray cluster has 2 \(use --accelerator cpu"):
+        run_all([probe_spec(make_spec, "too-big")], tmp_path / "big", show_progress=False, executor=RayExecutor(resources=three))
+    assert not (tmp_path / "big" / "results.jsonl").exists()
+
+
+def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_ray: Any, make_spec, tmp_path: Path) -> None:
+    spec_path = str(tmp_path / "specs" / "slow.json")
+    running = []
+
+    def interrupt(result: Result) -> None:  # Ctrl-C as the first row comes in, once the slow run is running
+        deadline = time.monotonic() + 30
+        while not worker_of(spec_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        running.extend(worker_of(spec_path))
+        raise KeyboardInterrupt
+
+    specs = [probe_spec(make_spec, "quick"), probe_spec(make_spec, "slow", sleep=600)]
+    with pytest.raises(KeyboardInterrupt):
+        run_all(specs, tmp_path, show_progress=False, on_result=interrupt, executor=RayExecutor(window=2))
+    assert running, "the slow run never started"
+    assert [r.run_id for r in read_results(tmp_path / "results.jsonl")] == ["quick"]
+    deadline = time.monotonic() + 30
+    while worker_of(spec_path) and time.monotonic() < deadline:  # ray.cancel(force=True) kills its Ray worker
+        time.sleep(0.5)
+    assert not worker_of(spec_path), "the cancelled run's worker process is still running"
+
+
+def worker_of(spec_path: str) -> list[int]:
+    """The pids of live processes whose command line names ``spec_path`` (the run's worker)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and spec_path in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+                if "Z" not in state:  # a zombie has finished
+                    pids.append(int(entry.name))
+        except (OSError, StopIteration):
+            continue
+    return pids
