@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
             "order": "baseline and tricks shuffled within each repeat (plan.plan_runs); specs are in run order",
             "order_seed": options.seed,
         })
-        print(f"harness: {len(specs)} runs -> {run_dir}; {estimate_text(specs)}", file=sys.stderr)
+        estimate = estimate_text(specs) if local else "no estimate before the first run (Ray runs them side by side)"
+        print(f"harness: {len(specs)} runs -> {run_dir}; {estimate}", file=sys.stderr)
 
         results = run_with_progress(specs, run_dir, args.timeout, args.quiet, args.isolation, executor)
         return report_and_exit_code(run_dir, results, target_val_loss, environment)
