@@ -184,6 +184,9 @@ def row_problem(row: Any) -> str:
     for key, hint in _row_types().items():  # every other known field of its type: the report computes with them
         if key in row and not matches_type(row[key], hint):
             return f"{key!r} is {json.dumps(row[key], default=str)[:40]}, not a {getattr(hint, '__name__', str(hint))}"
+    for point in row.get("curve", []):  # each point: epoch, step, samples, val_loss, fit_s... all numbers
+        if not isinstance(point, dict) or not all(matches_type(value, float | None) for value in point.values()):
+            return f"a 'curve' point is {json.dumps(point, default=str)[:40]}, not an object of numbers"
     return ""
 
 

@@ -12,6 +12,17 @@ import pytest
 from harness.spec import RunSpec
 from harness.testing import tiny_spec
 
+# Hypothesis draws the same examples on every run (CI must be deterministic); to hunt for new ones:
+# python -m pytest tests/test_safety_fuzz.py --hypothesis-profile=explore
+try:
+    from hypothesis import settings
+
+    settings.register_profile("default", derandomize=True)
+    settings.register_profile("explore", derandomize=False, max_examples=500)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # the dev extra brings it (tests/test_safety_fuzz.py needs it)
+    pass
+
 # Lightning's tips and the "GPU available" banner are noise in test output.
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 

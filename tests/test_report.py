@@ -251,3 +251,22 @@ def test_a_real_run_has_its_curves_read_back_from_the_workers_tensorboard_logs(m
     assert not curves["train_loss"].empty
     write_report(tmp_path, [res], ENV)
     assert (tmp_path / "plots" / "autoencoder-digits-cpu-loss-curves.png").is_file()
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_and_the_report_stands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are untrusted: a figure matplotlib cannot draw from them is said so, in both reports."""
+    from harness.report import plots
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(plots, "pareto_figure", refuse)
+    results = [
+        Result(run_id="ae-cpu-baseline-r0", trick="baseline", workload="autoencoder", dataset="digits", accelerator="cpu",
+               repeat=0, status="ok", samples_per_s=1000.0, wall_s=1.0, val_loss=0.5, peak_mem_bytes=10**8),
+    ]
+    write_report(tmp_path, results)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Wall time against final val loss: not drawn from these rows (OverflowError: Python int too large" in markdown
+    assert "not drawn from these rows (OverflowError" in (tmp_path / "report.html").read_text()
+    assert "throughput-memory.png" in markdown  # the other figures are still drawn

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from harness.runner import launchers, run_one
+from harness import runner
 from harness.spec import Result, RunSpec
 
 
@@ -19,6 +19,7 @@ class LocalExecutor:
         self.isolation = isolation  # "fork", "spawn", or None for the platform's default
 
     def results(self, specs: Iterable[RunSpec], run_dir: Path, timeout_s: float | None) -> Iterator[Result]:
-        with launchers(self.isolation, run_dir) as using:
+        # through the module: run_one is the one seam where a test (or a wrapper) replaces how one run runs
+        with runner.launchers(self.isolation, run_dir) as using:
             for spec in specs:
-                yield run_one(spec, run_dir, timeout_s, using=using)
+                yield runner.run_one(spec, run_dir, timeout_s, using=using)

@@ -7,6 +7,7 @@ two pages always show the same numbers.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -22,7 +23,7 @@ from harness.report.devices import several_devices, with_devices
 from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.report.verdicts import Verdict, judge
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.rundir import inside_run_dir
 from harness.spec import Result
 
@@ -36,6 +37,7 @@ class Plot:
     title: str
     path: str  # relative to the run folder, POSIX separators (a Markdown link and the HTML's source)
     caption: str = ""
+    error: str = ""  # why the figure could not be drawn from these rows (then there is no file)
 
 
 @dataclass
@@ -127,7 +129,7 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str, str],
         return group
     colors = plots.trick_colors(list(rows["trick"]))
     name = slug(workload, dataset, accelerator, *([device or "unnamed"] if name_device else []))
-    group.plots.append(_save(run_dir, f"{name}-throughput-memory.png", plots.throughput_memory_figure(rows, heading),
+    group.plots.append(_save(run_dir, f"{name}-throughput-memory.png", lambda: plots.throughput_memory_figure(rows, heading),
                              "Throughput and peak memory per trick",
                              "Bars: median; whiskers: IQR over timing blocks; hatched: noisy (IQR/median > 10%). "
                              "Green: better than the baseline, red: worse; grey: within 1% of the baseline (peak memory: "
@@ -135,19 +137,33 @@ def _group(run_dir: Path, results: list[Result], key: tuple[str, str, str, str],
     series, x_label = _loss_series(run_dir, results, key, list(rows["trick"]))
     if any(series.values()):
         group.plots.append(_save(run_dir, f"{name}-loss-curves.png",
-                                 plots.loss_curves_figure(series, x_label, heading, colors),
+                                 lambda: plots.loss_curves_figure(series, x_label, heading, colors),
                                  "Loss curves of every trick over the baseline's",
                                  f"Read from the TensorBoard event files of each run's `fit` (first repeat); x: {x_label}."))
     if rows[["wall_s", "val_loss"]].dropna().shape[0] > 0:
-        group.plots.append(_save(run_dir, f"{name}-pareto.png", plots.pareto_figure(rows, heading, colors),
+        group.plots.append(_save(run_dir, f"{name}-pareto.png", lambda: plots.pareto_figure(rows, heading, colors),
                                  "Wall time against final val loss",
                                  "Pareto front: the runs that no other run beats on both wall time and val loss, "
                                  f"i.e. the cheapest for their quality: {', '.join(group.pareto) or 'none'}."))
     return group
 
 
+# what matplotlib raises for values it cannot place (a throughput of 1e-225 next to 5e4, a ratio of 1e300:
+# a text position past its integer range); rows are untrusted input, a figure of them must not end the report
+DRAW_ERRORS = (ValueError, TypeError, OverflowError, FloatingPointError, RuntimeError)
+
+
 def _save(run_dir: Path, name: str, figure: Any, title: str, caption: str) -> Plot:
-    plots.save_png(figure, run_dir / PLOTS_DIR / name)
+    """Draw and save a figure (``figure``: the figure, or a function that makes it); a figure that
+    cannot be drawn from these rows becomes a Plot that says why, and the rest of the report stands."""
+    try:
+        made = figure() if callable(figure) else figure
+        plots.save_png(made, run_dir / PLOTS_DIR / name)
+    except DRAW_ERRORS as error:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        return Plot(title=title, path="", caption=caption, error=f"{type(error).__name__}: {first_line(error)[:200]}")
     return Plot(title=title, path=f"{PLOTS_DIR}/{name}", caption=caption)
 
 
@@ -292,8 +308,9 @@ def _lr_curve_plots(run_dir: Path, result: Result, existing: list[Plot]) -> list
         if not lrs or len(lrs) != len(losses):
             continue
         found = result.details.get("found_lr")
-        figure = plots.lr_curve_figure(lrs, losses, f"{result.trick}: LR finder ({result.workload}, {result.accelerator})",
-                                       float(found) if isinstance(found, (int, float)) else None)
+        title = f"{result.trick}: LR finder ({result.workload}, {result.accelerator})"
+        found_lr = float(found) if isinstance(found, (int, float)) else None
+        figure = functools.partial(plots.lr_curve_figure, lrs, losses, title, found_lr)
         file = f"{slug(result.workload, result.dataset, result.accelerator, result.trick)}-{slug(name[:-5])}.png"
         out.append(_save(run_dir, file, figure, f"{result.trick}: loss against learning rate", ""))
     return out

@@ -97,6 +97,8 @@ def data_uri(path: Path) -> str:
 
 
 def figure_html(run_dir: Path, plot: Plot) -> str:
+    if plot.error:
+        return f"<p><b>{html.escape(plot.title)}</b>: not drawn from these rows ({html.escape(plot.error)}).</p>"
     path = run_dir / plot.path
     if not path.is_file():
         return f"<p>(missing image {html.escape(plot.path)})</p>"

@@ -82,6 +82,9 @@ def _group_markdown(group: Group) -> list[str]:
     if group.pareto:
         lines += [f"Pareto front (cheapest for their val loss): {', '.join(md_text(trick) for trick in group.pareto)}.", ""]
     for plot in group.plots:
+        if plot.error:
+            lines += [f"_{md_text(plot.title)}: not drawn from these rows ({md_text(plot.error)})._", ""]
+            continue
         lines += [md_link(plot.title, plot.path, image=True), "", f"_{md_text(plot.title)}._ {plot.caption}", ""]
     return lines
 
