@@ -85,3 +85,17 @@ def test_a_suggestion_before_the_loss_starts_falling_is_flagged() -> None:
     assert rising_after(curve, 2) == 3  # suggested on the rise: the loss still climbs to index 3
     assert rising_after(curve, 4) is None  # suggested on the descent
     assert rising_after(curve, None) is None
+
+
+def test_with_auto_block_steps_the_search_leaves_the_blocks_a_speed_verdict_needs(make_spec) -> None:
+    """--block-steps auto (0, the default) once divided by zero here; the cap now keeps 10 blocks of 2
+    batches after the warm-up, and the run times at least 10 blocks."""
+    from tricks.batch_size_finder import VERDICT_BLOCKS, batches_needed, measurable_cap
+
+    assert batches_needed(0, 1) == 2 * (1 + VERDICT_BLOCKS)
+    assert measurable_cap(1150, 3, 0, 1) == 1150 // -(-22 // 3)  # 8 batches an epoch, 24 in 3 epochs
+    params = {"batch-size-finder": {"init_val": "64"}}
+    result = execute(make_spec(["batch-size-finder"], max_epochs=3, block_steps=0, trick_params=params))
+    assert result.status == "ok", result.reason
+    assert result.details["search_cap"] == measurable_cap(1150, 3, 0, 1)
+    assert result.blocks_measured is not None and result.blocks_measured >= VERDICT_BLOCKS

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.parsing import lightning_setattr
 
 from harness.distributed import is_distributed
 from harness.errors import TrickFailed, TrickSkipped
+from harness.measure import AUTO_BLOCK_STEPS
 from harness.trick import Setup, Trick, register_trick
 
 
@@ -54,14 +55,33 @@ def train_set_size(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> i
 MEASURED_BLOCKS = 2  # timing blocks after the warm-up that the found batch size must leave the budget
 
 
+def batches_needed(block_steps: int, warmup_blocks: int) -> int:
+    """Training batches a run needs for its timing: ``block_steps x (warmup_blocks + MEASURED_BLOCKS)``.
+    With ``--block-steps auto`` (0) the blocks shrink with the budget down to AUTO_BLOCK_STEPS[0]
+    batches, so the budget must hold that many blocks of that size, and as many as a speed verdict
+    needs (harness.report.verdicts.MIN_BLOCKS, 10): fewer would be timed but never judged."""
+    if block_steps:
+        return block_steps * (warmup_blocks + MEASURED_BLOCKS)
+    return AUTO_BLOCK_STEPS[0] * (warmup_blocks + VERDICT_BLOCKS)
+
+
+VERDICT_BLOCKS = 10  # harness.report.verdicts.MIN_BLOCKS (the report is not imported by a worker)
+
+
 def measurable_cap(train_size: int | None, epochs: int | None, block_steps: int, warmup_blocks: int) -> int | None:
     """The largest batch size whose ``epochs`` epochs over ``train_size`` samples still run
-    ``block_steps x (warmup_blocks + MEASURED_BLOCKS)`` training batches; None when unbounded or unknown."""
+    :func:`batches_needed` training batches; None when unbounded or unknown."""
     if not train_size or not epochs or epochs < 1:
         return None
-    needed = block_steps * (warmup_blocks + MEASURED_BLOCKS)
+    needed = batches_needed(block_steps, warmup_blocks)
     per_epoch = -(-needed // epochs)
     return max(1, train_size // per_epoch)
+
+
+def blocks_text(block_steps: int) -> str:
+    if block_steps:
+        return f"{MEASURED_BLOCKS} of --block-steps {block_steps}"
+    return f"{VERDICT_BLOCKS} of at least {AUTO_BLOCK_STEPS[0]} batches, --block-steps auto"
 
 
 def batch_size_holder(setup: Setup) -> int | None:
@@ -135,8 +155,8 @@ class BatchSizeFinder(Trick):
         if measurable is not None and search_cap == measurable and (size is None or measurable < size):
             setup.details["measure_cap_note"] = (
                 f"search capped at {measurable}: a larger batch would leave the budget ({epochs} epoch(s) of "
-                f"{size} samples) fewer than {setup.spec.block_steps * (setup.spec.warmup_blocks + MEASURED_BLOCKS)} "
-                f"training batches, too few for {MEASURED_BLOCKS} timing blocks of --block-steps {setup.spec.block_steps} "
+                f"{size} samples) fewer than {batches_needed(setup.spec.block_steps, setup.spec.warmup_blocks)} "
+                f"training batches, too few for the timing blocks ({blocks_text(setup.spec.block_steps)}) "
                 "after the warm-up (on a CPU the finder never runs out of memory and climbs to the training-set size)"
             )
         kwargs: dict[str, Any] = dict(
