@@ -44,14 +44,14 @@ def auto_block_steps(planned_batches: float) -> int:
     return max(low, min(high, int(planned_batches) // AUTO_BLOCKS))
 
 
-def planned_batches(trainer: pl.Trainer) -> float:
-    """The training batches ``fit`` will run: batches per epoch x max_epochs, cut by max_steps (which
-    counts optimizer steps, so x accumulate_grad_batches); inf when the epoch length is unknown."""
-    per_epoch = float(trainer.num_training_batches)
-    epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.inf
-    batches = per_epoch * epochs if per_epoch > 0 else math.inf
-    if trainer.max_steps is not None and trainer.max_steps > 0:
-        batches = min(batches, float(trainer.max_steps * trainer.accumulate_grad_batches))
+def planned_batches(per_epoch: float, max_epochs: int | None, max_steps: int | None, accumulate: int = 1) -> float:
+    """The training batches a fit will run: batches per epoch x max_epochs, cut by max_steps (which
+    counts optimizer steps, so x ``accumulate``); inf when the epoch length is unknown. One rule for the
+    Lightning run (:class:`ThroughputMeter`) and the plain-PyTorch parity loop, so both time blocks alike."""
+    epochs = max_epochs if max_epochs is not None and max_epochs > 0 else math.inf
+    batches = float(per_epoch) * epochs if per_epoch > 0 else math.inf
+    if max_steps is not None and max_steps > 0:
+        batches = min(batches, float(max_steps * accumulate))
     return batches
 
 
@@ -302,7 +302,9 @@ class ThroughputMeter(pl.Callback):
         self.timer.device = trainer.strategy.root_device
         self.timer.loss_scale = float(trainer.accumulate_grad_batches)
         if self.auto_block_steps and self.timer.batches == 0:
-            self.timer.block_steps = auto_block_steps(planned_batches(trainer))
+            self.timer.block_steps = auto_block_steps(planned_batches(
+                trainer.num_training_batches, trainer.max_epochs, trainer.max_steps, trainer.accumulate_grad_batches
+            ))
         self._trainer = trainer
         if self.log_train_loss:
             self.timer.on_block = self._log_block

@@ -23,7 +23,7 @@ from harness import env
 from harness.contention import read_cpu_times, record_contention, torch_threads
 from harness.data import TensorDataModule
 from harness.errors import NonFiniteLoss, TrickSkipped, first_line
-from harness.measure import BlockTimer, auto_block_steps, batch_size_of, peak_memory, reset_peak_memory, throughput_fields
+from harness.measure import BlockTimer, auto_block_steps, batch_size_of, planned_batches, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
 from harness.trick import TRICKS, Trick
 from harness.workload import WORKLOADS
@@ -88,11 +88,7 @@ def execute_plain(spec: RunSpec) -> Result:
     """Train ``spec.workload`` with a hand-written loop (with the plain form of ``spec.tricks``);
     never raises for a skipped or failed run, as ``harness.worker.execute``."""
     started = time.perf_counter()
-    result = Result(
-        run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
-        accelerator=spec.accelerator, repeat=spec.repeat, status="ok", seed=spec.seed,
-        device_name=env.device_name(spec.accelerator), batch_size=spec.batch_size,
-    )
+    result = Result.for_spec(spec, "ok", device_name=env.device_name(spec.accelerator))
     result.details["loop"] = PLAIN_LABEL
     try:
         _train_plain(spec, result)
@@ -135,10 +131,8 @@ def _train_plain(spec: RunSpec, result: Result) -> None:
     steps = optimizer_steps = epochs = 0
     loader = datamodule.train_dataloader()
     batches_per_epoch = len(loader)
-    planned = batches_per_epoch * spec.max_epochs
-    if spec.max_steps > 0:
-        planned = min(planned, spec.max_steps * loop.accumulate)
     # --block-steps auto (0): the same rule and the same planned batches as the Lightning run's meter
+    planned = planned_batches(batches_per_epoch, spec.max_epochs, spec.max_steps, loop.accumulate)
     timer = BlockTimer(device, spec.block_steps or auto_block_steps(planned), spec.warmup_blocks)
     reset_peak_memory(device)
     result.details["threads_in_fit"] = torch_threads()

@@ -109,11 +109,7 @@ def _result(spec: RunSpec, run_dir: Path, job: Job, returncode: int | None, time
         reason = f"worker exited with code {returncode}: {last_error_line(job.log_path)}"
     if no_space_left(run_dir):  # a worker that could not write its result or log on a full disk says why it died
         reason = f"no space left on the disk of {str(run_dir)!r}: {reason}"
-    return Result(
-        run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
-        accelerator=spec.accelerator, repeat=spec.repeat, status="failed", reason=reason,
-        batch_size=spec.batch_size, seed=spec.seed, details={"log": str(job.log_path.relative_to(run_dir))},
-    )
+    return Result.for_spec(spec, "failed", reason=reason, details={"log": str(job.log_path.relative_to(run_dir))})
 
 
 def no_space_left(run_dir: Path, floor_bytes: int = 1 << 20) -> bool:

@@ -132,6 +132,16 @@ class Result:
         return json.dumps(dataclasses.asdict(self), allow_nan=True)
 
     @classmethod
+    def for_spec(cls, spec: RunSpec, status: str, **fields: Any) -> Result:
+        """The row of ``spec``: its identity (run id, label, workload, dataset, accelerator, repeat, seed,
+        requested batch size) and ``status``, plus ``fields``."""
+        identity: dict[str, Any] = dict(
+            run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
+            accelerator=spec.accelerator, repeat=spec.repeat, seed=spec.seed, batch_size=spec.batch_size,
+        )
+        return cls(status=status, **{**identity, **fields})
+
+    @classmethod
     def from_json_file(cls, path: Path) -> Result:
         return cls.from_dict(json.loads(path.read_text()))
 

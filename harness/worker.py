@@ -79,11 +79,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
 def execute(spec: RunSpec, extra_callbacks: Sequence[pl.Callback] = ()) -> Result:
     """Run one spec and describe what happened; never raises for a failed or skipped run."""
     started = time.perf_counter()
-    result = Result(
-        run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
-        accelerator=spec.accelerator, repeat=spec.repeat, status="ok", seed=spec.seed,
-        device_name=env.device_name(spec.accelerator), batch_size=spec.batch_size,
-    )
+    result = Result.for_spec(spec, "ok", device_name=env.device_name(spec.accelerator))
     result.details["dataset_reason"] = spec.dataset_reason
     try:
         _run(spec, result, extra_callbacks)

@@ -127,9 +127,8 @@ class StopAfterFailedBaseline(list):  # type: ignore[type-arg]
             if baseline is None:
                 yield spec
                 continue
-            row = Result(
-                run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
-                accelerator=spec.accelerator, repeat=spec.repeat, status="failed", batch_size=spec.batch_size, seed=spec.seed,
+            row = Result.for_spec(
+                spec, "failed",
                 reason=f"not run: the baseline {baseline.run_id} failed before training, as every run of this workload would: {baseline.reason}",
                 details={"not_run_because": baseline.run_id},
             )

@@ -78,11 +78,7 @@ def version_mismatch(driver: dict[str, str], node: dict[str, str]) -> str:
 
 
 def refused(spec: RunSpec, reason: str) -> Result:
-    return Result(
-        run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset=spec.dataset,
-        accelerator=spec.accelerator, repeat=spec.repeat, status="failed", reason=reason,
-        batch_size=spec.batch_size, seed=spec.seed,
-    )
+    return Result.for_spec(spec, "failed", reason=reason)
 
 
 def run_task(spec_json: str, run_dir: str, timeout_s: float | None, driver_versions: dict[str, str], driver_cwd: str) -> str:

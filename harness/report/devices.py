@@ -19,13 +19,19 @@ from harness.spec import Result
 UNKNOWN_DEVICE = ""
 
 
+def _device_names(results: Iterable[Result], unnamed: bool) -> dict[tuple[str, str, str], set[str]]:
+    """Per (workload, dataset, accelerator): the device names of its rows (``unnamed``: "" counts too)."""
+    names: dict[tuple[str, str, str], set[str]] = {}
+    for result in results:
+        if result.device_name or unnamed:
+            names.setdefault((result.workload, result.dataset, result.accelerator), set()).add(result.device_name or UNKNOWN_DEVICE)
+    return names
+
+
 def with_devices(results: Iterable[Result]) -> list[Result]:
     """The rows, each with the device name it is grouped by (copies where one was filled in)."""
     results = list(results)
-    names: dict[tuple[str, str, str], set[str]] = {}
-    for result in results:
-        if result.device_name:
-            names.setdefault((result.workload, result.dataset, result.accelerator), set()).add(result.device_name)
+    names = _device_names(results, unnamed=False)
     out = []
     for result in results:
         if not result.device_name:
@@ -38,7 +44,4 @@ def with_devices(results: Iterable[Result]) -> list[Result]:
 def several_devices(results: Iterable[Result]) -> set[tuple[str, str, str]]:
     """The (workload, dataset, accelerator) cells measured on more than one device name: where headings
     and file names must name the device to tell the groups apart."""
-    names: dict[tuple[str, str, str], set[str]] = {}
-    for result in results:
-        names.setdefault((result.workload, result.dataset, result.accelerator), set()).add(result.device_name or UNKNOWN_DEVICE)
-    return {key for key, found in names.items() if len(found) > 1}
+    return {key for key, found in _device_names(results, unnamed=True).items() if len(found) > 1}

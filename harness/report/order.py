@@ -15,6 +15,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
+from harness.report.devices import with_devices
 from harness.spec import Result
 from harness.stats import student_t_quantile
 
@@ -22,15 +23,15 @@ BAND = 1.03  # a first-run effect under 3% is called "none" when its interval li
 
 
 def position_in_repeat(results: Sequence[Result]) -> dict[str, int]:
-    """run_id -> its position among the runs that trained within (workload, dataset, accelerator, repeat),
+    """run_id -> its position among the runs that trained within (workload, dataset, accelerator, device, repeat),
     in the order of ``results`` (results.jsonl is appended in run order, which is plan.json's order).
     Skipped and failed rows are not counted: the first run to train is the one a cold start would hit."""
-    seen: dict[tuple[str, str, str, int], int] = defaultdict(int)
+    seen: dict[tuple[str, str, str, str, int], int] = defaultdict(int)
     positions = {}
     for result in results:
         if result.status != "ok" or not result.samples_per_s:
             continue
-        key = (result.workload, result.dataset, result.accelerator, result.repeat)
+        key = (result.workload, result.dataset, result.accelerator, result.device_name, result.repeat)
         positions[result.run_id] = seen[key]
         seen[key] += 1
     return positions
@@ -38,11 +39,12 @@ def position_in_repeat(results: Sequence[Result]) -> dict[str, int]:
 
 def relative_speeds(results: Sequence[Result]) -> tuple[list[float], list[float]]:
     """(first runs, other runs): each measured run's samples/s over its cell's median, for cells of 2+ runs."""
+    results = with_devices(results)
     positions = position_in_repeat(results)
-    cells: dict[tuple[str, str, str, str], list[Result]] = defaultdict(list)
+    cells: dict[tuple[str, str, str, str, str], list[Result]] = defaultdict(list)
     for result in results:
         if result.status == "ok" and result.samples_per_s:
-            cells[(result.workload, result.dataset, result.accelerator, result.trick)].append(result)
+            cells[(result.workload, result.dataset, result.accelerator, result.device_name, result.trick)].append(result)
     first, rest = [], []
     for runs in cells.values():
         if len(runs) < 2:
