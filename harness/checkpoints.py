@@ -136,6 +136,38 @@ class EpochCheckpoint(ModelCheckpoint):
     ) -> None:
         """Nothing: no step- or time-based saving is configured (see the class docstring)."""
 
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, with the saved paths moved onto this run folder when only the folder moved.
+
+        A resumed run's checkpoint names its folder by absolute path. When the run folder was moved
+        or copied to another machine, or the run trained in a Ray task's own folder on its node and
+        its files were shipped home, that path is another one with the same ``checkpoints/<run_id>``
+        tail; Lightning would then drop ``best_model_score`` and ``best_k_models`` ("The dirpath has
+        changed"), and the resumed run would keep its first epoch's weights as the best whatever the
+        epochs before had reached. Any other difference is left to Lightning.
+        """
+        super().load_state_dict(moved_onto(state_dict, self.dirpath))
+
+
+def moved_onto(state_dict: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """``state_dict`` of a ModelCheckpoint with its paths rebased from its saved ``dirpath`` onto
+    ``dirpath`` when both end in the same ``checkpoints/<run_id>``; else ``state_dict`` unchanged."""
+    saved = state_dict.get("dirpath")
+    if not (isinstance(saved, str) and dirpath) or saved == dirpath or Path(saved).parts[-2:] != Path(dirpath).parts[-2:]:
+        return state_dict
+
+    def rebased(path: Any) -> Any:
+        if isinstance(path, str) and path.startswith(saved + os.sep):
+            return dirpath + path[len(saved):]
+        return path
+
+    moved = {key: rebased(value) for key, value in state_dict.items()}
+    moved["dirpath"] = dirpath
+    if isinstance(state_dict.get("best_k_models"), dict):
+        moved["best_k_models"] = {rebased(path): score for path, score in state_dict["best_k_models"].items()}
+    return moved
+
 
 class BestCheckpoint(EpochCheckpoint):
     """``best.ckpt``; it stops ranking epochs when the monitored metric is never logged, instead of failing the run.

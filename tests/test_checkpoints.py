@@ -115,3 +115,29 @@ def test_checkpoint_state_keys_are_model_checkpoints_own(make_spec: Callable[...
     assert checkpoints.best is not None
     assert checkpoints.best.state_key == plain_best.state_key
     assert checkpoints.last.state_key == plain_last.state_key
+
+
+def test_a_moved_run_folder_keeps_the_best_score_on_resume(make_spec: Callable[..., RunSpec], tmp_path: Path) -> None:
+    """A last.ckpt written under another absolute path of the same run (a copied folder, a Ray task's own
+    folder shipped home) resumes with its best score and best paths moved onto this folder; Lightning
+    alone would drop them, and the first epoch after the resume would become the best whatever came before."""
+    spec = make_spec()
+    best = checkpointing(spec, has_validation=True).best
+    assert best is not None
+    elsewhere = str(tmp_path / "node-folder" / "checkpoints" / spec.run_id)
+    saved = {
+        "monitor": "val_loss", "best_model_score": torch.tensor(0.25), "best_model_path": f"{elsewhere}/best.ckpt",
+        "current_score": torch.tensor(0.3), "dirpath": elsewhere, "best_k_models": {f"{elsewhere}/best.ckpt": torch.tensor(0.25)},
+        "kth_best_model_path": f"{elsewhere}/best.ckpt", "kth_value": torch.tensor(0.25), "last_model_path": "",
+    }
+    best.load_state_dict(saved)
+    here = str(Path(best.dirpath))
+    assert here == str((Path(spec.run_dir) / "checkpoints" / spec.run_id).resolve()) and float(best.best_model_score) == 0.25
+    assert best.best_model_path == best.kth_best_model_path == f"{here}/best.ckpt"
+    assert best.best_k_models == {f"{here}/best.ckpt": torch.tensor(0.25)}
+    # another run's checkpoint (another tail) is Lightning's business: it warns and keeps no score
+    other = checkpointing(spec, has_validation=True).best
+    assert other is not None
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        other.load_state_dict({**saved, "dirpath": str(tmp_path / "node-folder" / "checkpoints" / "another-run")})
+    assert other.best_model_score is None
