@@ -13,7 +13,7 @@ from harness import cli
 from harness.errors import UserError
 from harness.executors import make_executor
 from harness.executors.local import LocalExecutor
-from harness.executors.ray_tasks import check_ray_available, node_versions, run_task, task_resources, version_mismatch
+from harness.executors.ray_tasks import TOKEN_FILE, check_ray_available, node_versions, run_task, task_resources, version_mismatch
 from harness.spec import Result
 
 
@@ -25,6 +25,8 @@ def test_the_local_executor_is_the_default_and_a_bad_choice_is_one_line(capsys: 
         make_executor("local", ray_address="auto")
     assert cli.main(["run", "--executor", "local", "--ray-address", "auto", "--tricks", "none"]) == 2
     assert "needs --executor ray" in capsys.readouterr().err
+    assert cli.main(["run", "--ray-files", "ship", "--tricks", "none"]) == 2  # --executor local is the default
+    assert "--ray-files 'ship' needs --executor ray (got --executor local)" in capsys.readouterr().err
 
 
 def test_without_ray_installed_the_ray_executor_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,9 +46,23 @@ def test_a_node_with_other_versions_is_refused_with_one_line(make_spec, tmp_path
     assert version_mismatch(here, here) == ""
     assert version_mismatch({**here, "torch": "9.9"}, here) == f"torch {here['torch']} here, 9.9 on the driver"
     assert version_mismatch(here, {k: v for k, v in here.items() if k != "harness commit"}) == ""  # an installed wheel
-    row = Result.from_dict(json.loads(run_task(make_spec().to_json(), str(tmp_path), None, {**here, "lightning": "1.0"}, "")))
-    assert row.status == "failed" and row.reason == f"refused: this node's versions differ from the driver's: lightning {here['lightning']} here, 1.0 on the driver"
+    sweep = {"run_dir": str(tmp_path), "timeout_s": None, "versions": {**here, "lightning": "1.0"}, "cwd": ""}
+    row_json, files = run_task(make_spec().to_json(), sweep)
+    row = Result.from_dict(json.loads(row_json))
+    assert files == b"" and row.status == "failed" and row.reason == f"refused: this node's versions differ from the driver's: lightning {here['lightning']} here, 1.0 on the driver"
     assert row.host and row.details["executor"] == "ray"
+    assert not (tmp_path / "specs").exists()  # nothing ran
+
+
+def test_a_node_that_does_not_see_the_run_folder_refuses_ray_files_shared(make_spec, tmp_path: Path) -> None:
+    """``--ray-files shared`` promises that every node writes into the run folder; a node that does not read
+    the driver's token there (another machine's disk at that path) refuses instead of writing elsewhere."""
+    (tmp_path / TOKEN_FILE).write_text("the driver's token")
+    sweep = {"run_dir": str(tmp_path), "timeout_s": None, "versions": node_versions(), "cwd": "", "files": "shared", "token": "another token"}
+    row_json, files = run_task(make_spec().to_json(), sweep)
+    row = Result.from_dict(json.loads(row_json))
+    assert files == b"" and row.status == "failed"
+    assert row.reason.startswith(f"refused: this node does not see the run folder {str(tmp_path)!r} (--ray-files shared)")
     assert not (tmp_path / "specs").exists()  # nothing ran
 
 

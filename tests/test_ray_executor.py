@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -118,7 +119,7 @@ def sweep(out: Path, executor: str) -> list[Result]:
 
 
 # what differs between any two processes or executors: timings, memory, contention, pids, where it ran
-VARYING = ("_s", "per_s", "mem", "time", "contention", "cpu", "log", "warnings", "host", "isolation", "threads", "executor", "omp")
+VARYING = ("_s", "per_s", "mem", "time", "contention", "cpu", "log", "warnings", "host", "isolation", "threads", "executor", "omp", "ray_", "shipped")
 
 
 def same_row(row: Result) -> dict[str, Any]:
@@ -146,8 +147,39 @@ def test_a_ray_sweep_gives_the_local_sweeps_rows(local_ray: Any, tmp_path: Path,
         assert row.host
         if row.details.get("executor") == "ray":
             assert row.isolation == "spawn" and row.details["omp_num_threads"] == "1"  # Ray's, from the task's one CPU
+            assert row.details["ray_files"] == "shared" and row.details["ray_node"]  # --ray-files auto, on one machine
         else:
             assert row.isolation == "fork" and "omp_num_threads" not in row.details
+
+
+def test_shipped_files_arrive_in_the_run_folder_and_a_resume_ships_its_checkpoint_out(local_ray: Any, tmp_path: Path) -> None:
+    """``--ray-files ship``, as on a node that does not see the run folder: each run trains in a folder of its
+    own on its node, and its log, TensorBoard events and checkpoints come back with its row. A resume then
+    sends the interrupted run's last.ckpt to the node that continues it."""
+    out = tmp_path / "out"
+    common = ["--quiet", "--executor", "ray", "--ray-files", "ship"]
+    assert cli.main([
+        "run", "--tricks", "grad-clipping", "--repeats", "1", "--accelerator", "cpu", "--dataset", "synthetic", "--synthetic-size", "256",
+        "--max-epochs", "1", "--block-steps", "1", "--out", str(out), *common,
+    ]) == 0
+    (run_dir,) = out.iterdir()
+    rows = read_results(run_dir / "results.jsonl")
+    assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
+    for row in rows:
+        assert row.details["ray_files"] == "shipped" and row.details["shipped_bytes"] > 0
+        assert set(row.checkpoints) == {"best", "last"} and all((run_dir / path).is_file() for path in row.checkpoints.values())
+        assert (run_dir / row.details.get("log", f"logs/{row.run_id}.log")).is_file()
+        assert json.loads((run_dir / "specs" / f"{row.run_id}.json").read_text())["run_dir"] == str(run_dir.resolve())
+    assert len(list((run_dir / "tb").rglob("events.out.tfevents.*"))) >= 2
+    assert not (run_dir / ".harness-ray-token").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"harness-ray-{rows[0].run_id}-*")), "a task left its own run folder behind"
+
+    baseline = next(r for r in rows if r.trick == "baseline")
+    drop_rows(run_dir, {baseline.run_id})  # as if the sweep had been stopped during the baseline
+    assert cli.main(["resume", str(run_dir), *common]) == 0
+    resumed = next(r for r in read_results(run_dir / "results.jsonl") if r.run_id == baseline.run_id)
+    # the node read the shipped last.ckpt: it saw that the run had spent its budget, and trained afresh
+    assert resumed.status == "ok" and "at the end of the budget" in resumed.details["resume_ignored"], resumed.details
 
 
 def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: Any, make_spec, tmp_path: Path) -> None:

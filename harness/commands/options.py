@@ -120,11 +120,17 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:10001", help="the Ray cluster to join; none: start a local Ray instance")
     group.add_argument("--ray-cpus-per-run", type=positive_int, default=1, help="CPUs each Ray task declares (Ray sets OMP_NUM_THREADS from it) (default: 1)")
+    group.add_argument(
+        "--ray-files", choices=("auto", "shared", "ship"), default=None,
+        help="how each run's logs, TensorBoard files and checkpoints reach the run folder: shared: every node "
+        "writes into --out (a path all nodes see); ship: each task returns its files with its row; auto: "
+        "shared where a node sees the run folder, else shipped (default: auto)",
+    )
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor:
-    """The executor of ``--executor``/``--ray-address``; exit 2 for an address without ray, or no Ray installed."""
-    return make_executor(args.executor, args.isolation, args.ray_address, args.ray_cpus_per_run)
+    """The executor of ``--executor`` and its ``--ray-*`` options; exit 2 for a ray option without ray, or no Ray installed."""
+    return make_executor(args.executor, args.isolation, args.ray_address, args.ray_cpus_per_run, args.ray_files)
 
 
 def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:

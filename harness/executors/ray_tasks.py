@@ -7,10 +7,18 @@ runs on an engine users already have. Isolation stays exactly as the local runne
 runs in a Ray worker that serves one task only (``max_calls=1``; Ray reuses CPU workers otherwise).
 
 Files: each task returns its Result as JSON, so rows always come home, and the driver appends them to
-results.jsonl as tasks finish, in any order. Logs, TensorBoard files, checkpoints and artefacts are
-written by the task under the run folder's path *on the node that ran it*: on a cluster ``--out``
-must be a path every node sees (a shared file system) for them to land in the run folder; this first
-slice does not ship them back.
+results.jsonl as tasks finish, in any order. A run's other files (log, TensorBoard events, checkpoints,
+profiles, artefacts) reach the run folder one of two ways (``--ray-files``):
+
+- ``shared``: the node sees the driver's run folder at the same path (one machine, or a shared
+  ``--out`` on NFS or a mounted bucket), and the run writes there directly;
+- ``ship``: the run writes into a folder of its own on its node, and the task returns those files
+  as a tar archive with the row; the driver unpacks it into the run folder (harness.executors.shipping,
+  which refuses any path that would leave it).
+
+``auto`` (the default) decides per task: the driver leaves a random token in the run folder, and a
+node that reads the same token there shares the folder; any other node ships. Each row says which
+(``details.ray_files``).
 
 Every task first compares its node's harness, torch and Lightning versions with the driver's; a node
 that differs refuses the run (a failed row naming both versions), since its numbers would not be
@@ -19,12 +27,15 @@ comparable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
@@ -32,9 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, first_line
+from harness.executors.shipping import ShippedFilesRefused, pack_run_files, unpack_run_files
 from harness.spec import Result, RunSpec
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
+RAY_FILES = ("auto", "shared", "ship")  # --ray-files: how a run's files reach the run folder
+TOKEN_FILE = ".harness-ray-token"  # in the run folder while a ray sweep runs: a node that reads it shares the folder
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -81,28 +95,104 @@ def refused(spec: RunSpec, reason: str) -> Result:
     return Result.for_spec(spec, "failed", reason=reason)
 
 
-def run_task(spec_json: str, run_dir: str, timeout_s: float | None, driver_versions: dict[str, str], driver_cwd: str) -> str:
-    """The body of one Ray task: check versions, run the spec in a fresh worker process, return its row.
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """What every task of one sweep gets from the driver, besides its own spec."""
+
+    run_dir: str  # the driver's run folder, absolute
+    timeout_s: float | None
+    versions: dict[str, str]  # the driver's (node_versions)
+    cwd: str  # the driver's working directory
+    files: str = "auto"  # --ray-files
+    token: str = ""  # the content of TOKEN_FILE in the driver's run folder
+
+
+def sees_run_dir(sweep: Sweep) -> bool:
+    """Whether this node sees the driver's run folder: it reads the driver's token there."""
+    try:
+        return bool(sweep.token) and (Path(sweep.run_dir) / TOKEN_FILE).read_text() == sweep.token
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def run_task(spec_json: str, sweep_fields: dict[str, Any], resume_checkpoint: bytes = b"") -> tuple[str, bytes]:
+    """The body of one Ray task: check versions, run the spec in a fresh worker process, return its row
+    as JSON and, when its files are shipped, their tar archive (else b"").
 
     Runs in the Ray worker on some node. The driver's working directory is used when the node has it
     (an imported ``--workload pkg.mod:Class`` may be found through it, as in a local run).
+    ``resume_checkpoint``: the bytes of ``spec.resume_from`` for a node that does not share the run folder.
+    Its arguments are plain data (no class of the driver's harness), so that a node of another version
+    gets as far as the version check and refuses with its one line.
     """
-    from harness.runner import run_one  # the node's harness, imported here, not pickled from the driver
-
     spec = RunSpec.from_json(spec_json)
-    mismatch = version_mismatch(driver_versions, node_versions())
+    known = {field.name for field in dataclasses.fields(Sweep)}
+    sweep = Sweep(**{key: value for key, value in sweep_fields.items() if key in known})
+    files, how = b"", "shared"
+    mismatch = version_mismatch(sweep.versions, node_versions())
+    shared = sees_run_dir(sweep)
     if mismatch:
         result = refused(spec, f"refused: this node's versions differ from the driver's: {mismatch}")
+    elif sweep.files == "shared" and not shared:
+        result = refused(
+            spec, f"refused: this node does not see the run folder {sweep.run_dir!r} (--ray-files shared); "
+            "use a path every node sees for --out, or --ray-files auto or ship"
+        )
     else:
-        if driver_cwd and os.path.isdir(driver_cwd):
-            os.chdir(driver_cwd)
-        result = run_one(spec, Path(run_dir), timeout_s)
+        if sweep.cwd and os.path.isdir(sweep.cwd):
+            os.chdir(sweep.cwd)
+        if shared and sweep.files != "ship":
+            result = _run(spec, Path(sweep.run_dir), sweep.timeout_s)
+        else:
+            result, files = _run_and_pack(spec, sweep, resume_checkpoint)
+            how = "shipped"
     result.host = socket.gethostname()
     result.details["executor"] = "ray"
+    result.details["ray_node"] = _node_id()  # hosts may share a name (containers, one machine's raylets)
+    if not mismatch:
+        result.details["ray_files"] = how
     for variable in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):  # Ray sets both from the task's resources
         if variable in os.environ:
             result.details[variable.lower()] = os.environ[variable]
-    return result.to_json()
+    return result.to_json(), files
+
+
+def _node_id() -> str:
+    """The Ray node this task runs on ('' outside a task)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():  # get_runtime_context() would start a Ray instance
+            return ""
+        return str(ray.get_runtime_context().get_node_id() or "")
+    except Exception:  # noqa: BLE001 - a label for the row, never a reason to lose it
+        return ""
+
+
+def _run(spec: RunSpec, run_dir: Path, timeout_s: float | None) -> Result:
+    from harness.runner import run_one  # the node's harness, imported here, not pickled from the driver
+
+    return run_one(spec, run_dir, timeout_s)
+
+
+def _run_and_pack(spec: RunSpec, sweep: Sweep, resume_checkpoint: bytes) -> tuple[Result, bytes]:
+    """Run ``spec`` in a run folder of this node's own, and pack what it wrote; the folder is removed after.
+
+    The row's paths are relative to the run folder, so they hold in the driver's; a reason that names
+    the node's folder is rewritten to name the driver's.
+    """
+    from harness.rundir import inside_run_dir
+
+    with tempfile.TemporaryDirectory(prefix=f"harness-ray-{spec.run_id}-") as local:
+        if spec.resume_from and resume_checkpoint:
+            path = inside_run_dir(local, spec.resume_from, f"resume_from of run {spec.run_id}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(resume_checkpoint)
+        result = _run(dataclasses.replace(spec, run_dir=local), Path(local), sweep.timeout_s)
+        result.reason = result.reason.replace(local, sweep.run_dir)
+        files = pack_run_files(Path(local))
+    result.details["shipped_bytes"] = len(files)
+    return result, files
 
 
 def task_resources(spec: RunSpec, cpus_per_run: int) -> dict[str, Any]:
@@ -145,80 +235,116 @@ def _restore_sigterm_handler(handler: Any) -> None:
 class RayExecutor:
     """Submits each spec as one Ray task and yields Results as tasks finish (``ray.wait``).
 
-    At most ``window`` tasks are outstanding (by default as many as the cluster can run at once), so
-    the plan is still consumed lazily and Ctrl-C has little to cancel. On an interrupt, every
-    outstanding task is cancelled (``ray.cancel(force=True)`` kills its Ray worker, and the run's
-    process dies with it through harness.lifeline); rows already appended stay.
+    At most ``window`` tasks are outstanding (by default as many as the cluster can run at once,
+    looked up again as each task finishes, so nodes that join later get work), so the plan is still
+    consumed lazily and Ctrl-C has little to cancel. On an interrupt, every outstanding task is
+    cancelled (``ray.cancel(force=True)`` kills its Ray worker, and the run's process dies with it
+    through harness.lifeline); rows already appended stay.
     """
 
     name = "ray"
 
     def __init__(
         self, address: str | None = None, cpus_per_run: int = 1, window: int | None = None,
-        resources: Callable[[RunSpec], dict[str, Any]] | None = None,
+        resources: Callable[[RunSpec], dict[str, Any]] | None = None, files: str = "auto",
     ) -> None:
         if cpus_per_run < 1:
             raise UserError(f"--ray-cpus-per-run must be >= 1, got {cpus_per_run}")
+        if files not in RAY_FILES:
+            raise UserError(f"--ray-files must be one of {', '.join(RAY_FILES)}, got {files!r}")
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.window = window
+        self.files = files
         self.resources = resources or (lambda spec: task_resources(spec, cpus_per_run))
 
     def results(self, specs: Iterable[RunSpec], run_dir: Path, timeout_s: float | None) -> Iterator[Result]:
         import ray
 
         started = connect(self.address)
+        token = secrets.token_hex(16)
+        token_path = run_dir / TOKEN_FILE
+        token_path.write_text(token)
+        sweep = Sweep(str(run_dir.resolve()), timeout_s, node_versions(), os.getcwd(), self.files, token)
         try:
-            yield from self._results(ray, specs, run_dir, timeout_s)
+            yield from self._results(ray, specs, run_dir, sweep)
         finally:
+            token_path.unlink(missing_ok=True)
             if started:
                 ray.shutdown()
 
-    def _results(self, ray: Any, specs: Iterable[RunSpec], run_dir: Path, timeout_s: float | None) -> Iterator[Result]:
+    def _results(self, ray: Any, specs: Iterable[RunSpec], run_dir: Path, sweep: Sweep) -> Iterator[Result]:
         remote = ray.remote(max_calls=1, max_retries=0)(run_task)
-        versions, cwd = node_versions(), os.getcwd()
-        window = self.window or self._capacity(ray)
-        cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+        fields = dataclasses.asdict(sweep)
         pending: dict[Any, RunSpec] = {}
         upcoming = iter(specs)
         exhausted = False
         try:
             while True:
+                cluster = ray.cluster_resources()  # again each time: nodes join and leave
+                window = self.window or self._capacity(cluster)
                 while not exhausted and len(pending) < window:
                     spec = next(upcoming, None)
                     if spec is None:
                         exhausted = True
                         break
                     resources = self.resources(spec)
+                    cluster_gpus = int(cluster.get("GPU", 0))
                     if resources.get("num_gpus", 0) > cluster_gpus:  # it would wait for ever
                         raise UserError(
                             f"{spec.run_id} needs {resources['num_gpus']} GPU(s); the Ray cluster has {cluster_gpus} "
-                            "(use --accelerator cpu, fewer --devices, or a cluster with GPUs)"
+                            "(use --accelerator cpu, fewer --devices, or a cluster with GPUs; an autoscaling "
+                            "cluster must have its GPU nodes up when the sweep starts)"
                         )
-                    ref = remote.options(**resources).remote(
-                        spec.to_json(), str(run_dir.resolve()), timeout_s, versions, cwd
-                    )
+                    ref = remote.options(**resources).remote(spec.to_json(), fields, self._resume_checkpoint(spec, run_dir))
                     pending[ref] = spec
                 if not pending:
                     return
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    yield self._collect(ray, ref, pending.pop(ref))
+                    yield self._collect(ray, ref, pending.pop(ref), run_dir)
         finally:
             for ref in pending:  # an interrupt, or the consumer stopped: nothing is left running
                 ray.cancel(ref, force=True)
 
-    def _capacity(self, ray: Any) -> int:
-        cluster = ray.cluster_resources()
+    def _capacity(self, cluster: dict[str, float]) -> int:
         return max(1, int(cluster.get("CPU", 1) // self.cpus_per_run), int(cluster.get("GPU", 0)))
 
-    def _collect(self, ray: Any, ref: Any, spec: RunSpec) -> Result:
-        """The task's row; a task that died (its Ray worker killed, its node lost) is a failed row."""
+    def _resume_checkpoint(self, spec: RunSpec, run_dir: Path) -> bytes:
+        """The checkpoint a resumed run continues from, for a node that does not share the run folder
+        (b"" when its files are shared, or it starts afresh)."""
+        if not spec.resume_from or self.files == "shared":
+            return b""
+        from harness.rundir import inside_run_dir
+
+        return inside_run_dir(run_dir, spec.resume_from, f"resume_from of run {spec.run_id}").read_bytes()
+
+    def _collect(self, ray: Any, ref: Any, spec: RunSpec, run_dir: Path) -> Result:
+        """The task's row, with its shipped files unpacked; a task that died (its Ray worker killed, its
+        node lost) is a failed row."""
         try:
-            result = Result.from_dict(json.loads(ray.get(ref)))
+            row, files = ray.get(ref)
+            result = Result.from_dict(json.loads(row))
         except ray.exceptions.RayError as error:
             result = refused(spec, f"ray task failed: {type(error).__name__}: {first_line(error)}"[:300])
             result.details["executor"] = "ray"
-        if result.details.get("executor") == "ray" and result.reason.startswith("refused: this node"):
+            return result
+        if files:
+            self._unpack(result, files, spec, run_dir)
+        if result.reason.startswith("refused: this node"):
             print(f"harness: warning: {result.host or 'a node'}: {result.reason}", file=sys.stderr)
         return result
+
+    @staticmethod
+    def _unpack(result: Result, files: bytes, spec: RunSpec, run_dir: Path) -> None:
+        """Unpack a row's shipped files into the run folder; refused files leave the row without the
+        paths that would point at them, and a warning on the row and on stderr."""
+        try:
+            unpack_run_files(files, run_dir)
+        except ShippedFilesRefused as error:
+            message = f"{spec.run_id}: the files shipped from {result.host or 'its node'} were not unpacked: {error}"
+            print(f"harness: warning: {message}", file=sys.stderr)
+            result.details.setdefault("warnings", []).append(message)
+            result.checkpoints = {}
+            return
+        (run_dir / "specs" / f"{spec.run_id}.json").write_text(spec.to_json())  # the driver's paths, not the node's
