@@ -88,6 +88,7 @@ def run_task(spec_json: str, run_dir: str, timeout_s: float | None, driver_versi
     (an imported ``--workload pkg.mod:Class`` may be found through it, as in a local run).
     """
     from harness.runner import run_one  # the node's harness, imported here, not pickled from the driver
+    from harness.scratch import sweep_stale_scratch
 
     spec = RunSpec.from_json(spec_json)
     mismatch = version_mismatch(driver_versions, node_versions())
@@ -96,6 +97,9 @@ def run_task(spec_json: str, run_dir: str, timeout_s: float | None, driver_versi
     else:
         if driver_cwd and os.path.isdir(driver_cwd):
             os.chdir(driver_cwd)
+        # a task cancelled with force=True dies before run_one removes its run's scratch folder; the
+        # next task on the node removes it (this node's temp dir: the driver's sweep cannot see it)
+        sweep_stale_scratch()
         result = run_one(spec, Path(run_dir), timeout_s)
     result.host = socket.gethostname()
     result.details["executor"] = "ray"
