@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.lifeline import PARENT_ENV
+from harness.scratch import SCRATCH_ENV
 from harness.spec import RunSpec
 
 ISOLATIONS = ("fork", "spawn")
@@ -148,8 +149,10 @@ class ForkServer:
 
     def run(self, job: Job, timeout_s: float | None) -> int | None:
         cwd = job.cwd or os.getcwd()
-        if not self._alive() or _without_parent(job.env) != _without_parent(self.env) or cwd != self.cwd:
-            self.start(job.env, cwd)  # what a cold Python would have read at import: the run's env, its cwd
+        if not self._alive() or _shared(job.env) != _shared(self.env) or cwd != self.cwd:
+            # what a cold Python would have read at import: the run's env (less its scratch folder, which
+            # is that run's only and removed after it), its cwd
+            self.start({key: value for key, value in job.env.items() if key != SCRATCH_ENV}, cwd)
         assert self.process is not None and self.process.stdin is not None
         request = {"spec": str(job.spec_path), "result": str(job.result_path), "log": str(job.log_path), "plain": job.plain, "env": job.env}
         try:
@@ -219,8 +222,13 @@ class ForkServer:
         return json.loads(line)
 
 
-def _without_parent(env: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key != PARENT_ENV}
+# set for each child (its parent's pid, its run's scratch folder): the child gets them, the server is not restarted for them
+PER_RUN_ENV = (PARENT_ENV, SCRATCH_ENV)
+
+
+def _shared(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without what is the run's own (PER_RUN_ENV): what the server's environment must equal."""
+    return {key: value for key, value in env.items() if key not in PER_RUN_ENV}
 
 
 def _kill(pid: int) -> None:

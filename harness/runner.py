@@ -24,6 +24,7 @@ from harness.errors import os_error_line
 from harness.executors import Executor
 from harness.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
 from harness.rundir import plain_name
+from harness.scratch import SCRATCH_ENV, run_scratch, sweep_stale_scratch
 from harness.spec import Result, RunSpec, append_row
 
 SERVER_LOG = "forkserver.log"  # under <run>/logs/
@@ -55,6 +56,9 @@ class Launchers:
 
 @contextmanager
 def launchers(isolation: str | None, run_dir: Path) -> Iterator[Launchers]:
+    """The launchers of one invocation's runs, closed at the end. First, the scratch folders that an
+    earlier harness killed outright left in the temp dir go (harness.scratch)."""
+    sweep_stale_scratch()
     chosen = Launchers(isolation or default_isolation(), run_dir)
     try:
         yield chosen
@@ -68,27 +72,30 @@ def run_one(
     """Run one spec in its own process; a crash, kill or timeout becomes a failed Result.
 
     The run id names files under ``run_dir``; it is checked to be a plain name before anything is
-    written (a resumed spec's comes from plan.json). Without ``using``, the run is spawned.
+    written (a resumed spec's comes from plan.json). Without ``using``, the run is spawned. The worker
+    gets a scratch folder of its own in the temp dir (``$HARNESS_RUN_SCRATCH``), which this process
+    removes when the worker has ended, however it ended (harness.scratch).
     """
     plain_name(spec.run_id, "run id")
     specs_dir, logs_dir = run_dir / "specs", run_dir / "logs"
     specs_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
-    job = Job(
-        spec_path=specs_dir / f"{spec.run_id}.json", result_path=specs_dir / f"{spec.run_id}.result.json",
-        log_path=logs_dir / f"{spec.run_id}.log", plain=plain, env=child_env(), cwd=os.getcwd(),
-    )
-    job.spec_path.write_text(spec.to_json())
-    job.result_path.unlink(missing_ok=True)
-    launcher, note = (using.choose(spec) if using is not None else (Spawn(), ""))
-    try:
-        returncode = launcher.run(job, timeout_s)
-    except ForkServerError as error:  # the server, not the run: spawn this run and every later one
-        assert using is not None
-        using.broken = f"{error}; spawned instead"
-        print(f"harness: warning: {using.broken}", file=sys.stderr)
-        launcher, note = using.spawn, using.broken
-        returncode = launcher.run(job, timeout_s)
+    with run_scratch(spec.run_id) as scratch:
+        job = Job(
+            spec_path=specs_dir / f"{spec.run_id}.json", result_path=specs_dir / f"{spec.run_id}.result.json",
+            log_path=logs_dir / f"{spec.run_id}.log", plain=plain, env={**child_env(), SCRATCH_ENV: scratch}, cwd=os.getcwd(),
+        )
+        job.spec_path.write_text(spec.to_json())
+        job.result_path.unlink(missing_ok=True)
+        launcher, note = (using.choose(spec) if using is not None else (Spawn(), ""))
+        try:
+            returncode = launcher.run(job, timeout_s)
+        except ForkServerError as error:  # the server, not the run: spawn this run and every later one
+            assert using is not None
+            using.broken = f"{error}; spawned instead"
+            print(f"harness: warning: {using.broken}", file=sys.stderr)
+            launcher, note = using.spawn, using.broken
+            returncode = launcher.run(job, timeout_s)
     result = _result(spec, run_dir, job, returncode, timeout_s)
     result.isolation = launcher.name
     result.host = socket.gethostname()  # the worker ran here: on a Ray cluster, some node

@@ -172,7 +172,7 @@ def test_shipped_files_arrive_in_the_run_folder_and_a_resume_ships_its_checkpoin
         assert json.loads((run_dir / "specs" / f"{row.run_id}.json").read_text())["run_dir"] == str(run_dir.resolve())
     assert len(list((run_dir / "tb").rglob("events.out.tfevents.*"))) >= 2
     assert not (run_dir / ".harness-ray-token").exists()
-    assert not list(Path(tempfile.gettempdir()).glob(f"harness-ray-{rows[0].run_id}-*")), "a task left its own run folder behind"
+    assert not list(Path(tempfile.gettempdir()).glob(f"harness-scratch-*-{rows[0].run_id}-ray-*")), "a task left its own run folder behind"
 
     baseline = next(r for r in rows if r.trick == "baseline")
     drop_rows(run_dir, {baseline.run_id})  # as if the sweep had been stopped during the baseline

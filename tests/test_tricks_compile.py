@@ -8,12 +8,20 @@ inductor, without generating C++), so they are quick; one runs inductor's C++ ba
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
 from harness.runner import run_all
+from harness.scratch import SCRATCH_ENV
+from harness.spec import Result
+from harness.trick import Setup
 from harness.worker import execute
+from tricks.compile import Compile
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +80,38 @@ def test_inductor_on_cpu_trains_to_the_same_loss(make_spec) -> None:
     assert compiled.details["compile_backend"] == "inductor" and compiled.details["compiled_frames_in_fit"] >= 2
     assert math.isclose(compiled.val_loss, baseline.val_loss, rel_tol=1e-3)
     assert compiled.compile_s > 0.5  # a cold inductor compile of two graphs takes seconds, not a step's milliseconds
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+
+
+def test_the_cold_cache_goes_in_the_runs_scratch_folder_which_the_harness_removes(make_spec, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing compiles here (torch.compile is lazy): where the trick points inductor and Triton, and what it removes."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv(SCRATCH_ENV, str(scratch))
+    spec = make_spec(["compile"])
+    trick = Compile()
+    trick.apply(Setup(spec=spec, module=Tiny(), datamodule=None, trainer_kwargs={}))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(scratch / "inductor") and (scratch / "inductor").is_dir()
+    assert os.environ["TRITON_CACHE_DIR"] == str(scratch / "inductor" / "triton")
+    trick.record(Result.for_spec(spec, "ok"))
+    assert (scratch / "inductor").is_dir()  # the harness's to remove, after the worker has ended
+
+
+def test_a_worker_started_without_a_scratch_folder_makes_and_removes_its_own(make_spec, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SCRATCH_ENV, raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    spec = make_spec(["compile"])
+    trick = Compile()
+    trick.apply(Setup(spec=spec, module=Tiny(), datamodule=None, trainer_kwargs={}))
+    cache = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    assert cache.name == "inductor" and cache.is_dir() and cache.parent.parent == tmp_path / "tmp"
+    assert cache.parent.name.startswith(f"harness-scratch-{os.getpid()}-{spec.run_id}-")  # a killed run's: swept by the next harness
+    trick.record(Result.for_spec(spec, "ok"))
+    assert not cache.parent.exists()

@@ -17,7 +17,8 @@ time must not hide there: the row records ``compile_s``, the first training step
 steady step time, and time to target counts it (it is part of fit). It also records how many frames
 Dynamo compiled during training, the graph breaks with their reasons, the recompilations, and a
 warning when Dynamo hit its recompile limit and fell back to eager. Inductor's cache is private to
-the run by default (``cold_cache``), so every repeat pays the compile a first run pays; with
+the run by default (``cold_cache``; in the run's scratch folder, which the harness removes however
+the run ends, harness.scratch), so every repeat pays the compile a first run pays; with
 ``cold_cache=false`` a warm cache from an earlier run makes compile_s small.
 """
 
@@ -36,6 +37,7 @@ import lightning.pytorch as pl
 import torch
 
 from harness.errors import TrickSkipped
+from harness.scratch import scratch_prefix, worker_scratch
 from harness.spec import Result
 from harness.trick import Setup, Trick, add_warning, register_trick
 
@@ -116,15 +118,15 @@ class Compile(Trick):
 
     def __post_init__(self) -> None:
         self._probe = CompileProbe()
-        self._cache = ""
+        self._own_cache = ""  # a cache folder this trick made itself (no harness scratch folder): removed in record
 
     def apply(self, setup: Setup) -> None:
         if not hasattr(torch, "compile"):
             raise TrickSkipped(f"torch {torch.__version__} has no torch.compile (2.0+)")
         if self.cold_cache and self.backend == "inductor":  # read when inductor first compiles, in this process
-            self._cache = tempfile.mkdtemp(prefix=f"harness-inductor-{setup.spec.run_id}-")
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = self._cache
-            os.environ["TRITON_CACHE_DIR"] = os.path.join(self._cache, "triton")
+            cache = self.cold_cache_dir(setup.spec.run_id)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+            os.environ["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
         options: dict[str, Any] = dict(mode=self.mode, fullgraph=self.fullgraph, dynamic=DYNAMIC[self.dynamic], backend=self.backend)
         if self.mode == "default":
             options.pop("mode")
@@ -151,10 +153,25 @@ class Compile(Trick):
             compile_cache="private to the run (cold)" if self.cold_cache else "shared (may be warm)",
         )
 
+    def cold_cache_dir(self, run_id: str) -> str:
+        """A new, empty folder for this run's inductor and Triton caches.
+
+        Inside the run's scratch folder, which the harness removes after the worker has ended, however
+        it ended (a killed run never reaches :meth:`record`). A worker started without one (by hand)
+        gets a folder of its own, removed in :meth:`record`, or, if the run is killed, by the next
+        harness's sweep (the folder is named as a scratch folder of this process).
+        """
+        scratch = worker_scratch()
+        if not scratch:
+            scratch = self._own_cache = tempfile.mkdtemp(prefix=scratch_prefix(run_id))
+        cache = os.path.join(scratch, "inductor")
+        os.makedirs(cache, exist_ok=True)
+        return cache
+
     def record(self, result: Result) -> None:
         """After the run: the compile time apart from steady throughput, and what Dynamo did in training."""
-        if self._cache:
-            shutil.rmtree(self._cache, ignore_errors=True)
+        if self._own_cache:
+            shutil.rmtree(self._own_cache, ignore_errors=True)
         probe, details = self._probe, result.details
         during = probe.during
         frames = during.get("frames", Counter())

@@ -44,6 +44,7 @@ from typing import Any
 
 from harness.errors import UserError, first_line
 from harness.executors.shipping import ShippedFilesRefused, pack_run_files, unpack_run_files
+from harness.scratch import scratch_prefix, sweep_stale_scratch
 from harness.spec import Result, RunSpec
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
@@ -141,6 +142,9 @@ def run_task(spec_json: str, sweep_fields: dict[str, Any], resume_checkpoint: by
     else:
         if sweep.cwd and os.path.isdir(sweep.cwd):
             os.chdir(sweep.cwd)
+        # a task cancelled with force=True dies before its run's scratch folder (or its own run folder,
+        # when shipping) is removed; the next task on the node removes it (the driver cannot see this disk)
+        sweep_stale_scratch()
         if shared and sweep.files != "ship":
             result = _run(spec, Path(sweep.run_dir), sweep.timeout_s)
         else:
@@ -183,7 +187,8 @@ def _run_and_pack(spec: RunSpec, sweep: Sweep, resume_checkpoint: bytes) -> tupl
     """
     from harness.rundir import inside_run_dir
 
-    with tempfile.TemporaryDirectory(prefix=f"harness-ray-{spec.run_id}-") as local:
+    # named as a scratch folder of this Ray worker: if the task is cancelled, a later task's sweep removes it
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(f"{spec.run_id}-ray")) as local:
         if spec.resume_from and resume_checkpoint:
             path = inside_run_dir(local, spec.resume_from, f"resume_from of run {spec.run_id}")
             path.parent.mkdir(parents=True, exist_ok=True)
