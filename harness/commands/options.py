@@ -68,6 +68,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (0: none, as for a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
 def add_training_arguments(
     parser: argparse.ArgumentParser, batch_size: int = DEFAULT_BATCH_SIZE, dataset: str = DEFAULT_DATASET, max_epochs: int = 0,
     warmup_blocks: int = 1, synthetic_size: int = 8192,
@@ -126,11 +137,17 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         "writes into --out (a path all nodes see); ship: each task returns its files with its row; auto: "
         "shared where a node sees the run folder, else shipped (default: auto)",
     )
+    group.add_argument(
+        "--ray-gpu-wait", type=non_negative_float, default=None, metavar="SECONDS", dest="ray_gpu_wait_s",
+        help="how long a run needing more GPUs than the cluster shows waits for an autoscaler to start GPU nodes "
+        "(asked through request_resources) before the sweep stops with exit 2 (default: 600 with --ray-address, "
+        "0 for a local instance)",
+    )
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor:
     """The executor of ``--executor`` and its ``--ray-*`` options; exit 2 for a ray option without ray, or no Ray installed."""
-    return make_executor(args.executor, args.isolation, args.ray_address, args.ray_cpus_per_run, args.ray_files)
+    return make_executor(args.executor, args.isolation, args.ray_address, args.ray_cpus_per_run, args.ray_files, args.ray_gpu_wait_s)
 
 
 def add_workflow_arguments(parser: argparse.ArgumentParser) -> None:

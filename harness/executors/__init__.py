@@ -35,13 +35,14 @@ class Executor(Protocol):
 
 def make_executor(
     name: str, isolation: str | None = None, ray_address: str | None = None, cpus_per_run: int = 1, ray_files: str | None = None,
+    ray_gpu_wait_s: float | None = None,
 ) -> Executor:
     """The executor a command line asked for; a UserError (exit 2) for a bad choice or a missing Ray."""
     if name not in EXECUTORS:
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
     if name == "local":
-        for option, value in (("--ray-address", ray_address), ("--ray-files", ray_files)):
-            if value:
+        for option, value in (("--ray-address", ray_address), ("--ray-files", ray_files), ("--ray-gpu-wait", ray_gpu_wait_s)):
+            if value is not None:
                 raise UserError(f"{option} {value!r} needs --executor ray (got --executor local)")
         from harness.executors.local import LocalExecutor
 
@@ -49,4 +50,4 @@ def make_executor(
     from harness.executors.ray_tasks import RayExecutor, check_ray_available
 
     check_ray_available()
-    return RayExecutor(address=ray_address, cpus_per_run=cpus_per_run, files=ray_files or "auto")
+    return RayExecutor(address=ray_address, cpus_per_run=cpus_per_run, files=ray_files or "auto", gpu_wait_s=ray_gpu_wait_s)

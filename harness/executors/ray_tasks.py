@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,7 @@ from harness.spec import Result, RunSpec
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
 RAY_FILES = ("auto", "shared", "ship")  # --ray-files: how a run's files reach the run folder
+DEFAULT_GPU_WAIT_S = 600.0  # --ray-gpu-wait on a cluster joined by --ray-address: an autoscaler's GPU node start
 TOKEN_FILE = ".harness-ray-token"  # in the run folder while a ray sweep runs: a node that reads it shares the folder
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,6 +228,14 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def _request_resources(ray: Any, bundles: list[dict[str, float]]) -> None:
+    """Ask the cluster's autoscaler for ``bundles`` (``[]`` withdraws the request); a cluster without
+    one ignores it."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+
+
 def _restore_sigterm_handler(handler: Any) -> None:
     """Put back the SIGTERM handler that was there before ``ray.init``.
 
@@ -251,7 +261,7 @@ class RayExecutor:
 
     def __init__(
         self, address: str | None = None, cpus_per_run: int = 1, window: int | None = None,
-        resources: Callable[[RunSpec], dict[str, Any]] | None = None, files: str = "auto",
+        resources: Callable[[RunSpec], dict[str, Any]] | None = None, files: str = "auto", gpu_wait_s: float | None = None,
     ) -> None:
         if cpus_per_run < 1:
             raise UserError(f"--ray-cpus-per-run must be >= 1, got {cpus_per_run}")
@@ -261,6 +271,9 @@ class RayExecutor:
         self.cpus_per_run = cpus_per_run
         self.window = window
         self.files = files
+        # how long a run needing more GPUs than the cluster shows waits for an autoscaler: none for a local
+        # instance (nothing will join it), DEFAULT_GPU_WAIT_S on a cluster joined by address
+        self.gpu_wait_s = gpu_wait_s if gpu_wait_s is not None else (DEFAULT_GPU_WAIT_S if address else 0.0)
         self.resources = resources or (lambda spec: task_resources(spec, cpus_per_run))
 
     def results(self, specs: Iterable[RunSpec], run_dir: Path, timeout_s: float | None) -> Iterator[Result]:
@@ -283,7 +296,7 @@ class RayExecutor:
         fields = dataclasses.asdict(sweep)
         pending: dict[Any, RunSpec] = {}
         upcoming = iter(specs)
-        exhausted = False
+        exhausted = requested = False
         try:
             while True:
                 cluster = ray.cluster_resources()  # again each time: nodes join and leave
@@ -294,13 +307,9 @@ class RayExecutor:
                         exhausted = True
                         break
                     resources = self.resources(spec)
-                    cluster_gpus = int(cluster.get("GPU", 0))
-                    if resources.get("num_gpus", 0) > cluster_gpus:  # it would wait for ever
-                        raise UserError(
-                            f"{spec.run_id} needs {resources['num_gpus']} GPU(s); the Ray cluster has {cluster_gpus} "
-                            "(use --accelerator cpu, fewer --devices, or a cluster with GPUs; an autoscaling "
-                            "cluster must have its GPU nodes up when the sweep starts)"
-                        )
+                    if resources.get("num_gpus", 0) > int(cluster.get("GPU", 0)):  # it would wait for ever
+                        cluster = self._wait_for_gpus(ray, spec, resources["num_gpus"])
+                        requested = True
                     ref = remote.options(**resources).remote(spec.to_json(), fields, self._resume_checkpoint(spec, run_dir))
                     pending[ref] = spec
                 if not pending:
@@ -311,6 +320,36 @@ class RayExecutor:
         finally:
             for ref in pending:  # an interrupt, or the consumer stopped: nothing is left running
                 ray.cancel(ref, force=True)
+            if requested:  # the autoscaler may scale the GPU nodes down again
+                _request_resources(ray, [])
+
+    def _wait_for_gpus(self, ray: Any, spec: RunSpec, gpus: int) -> dict[str, float]:
+        """The cluster's resources once it shows ``gpus`` GPUs, within ``gpu_wait_s``; else a UserError.
+
+        A run needing more GPUs than the cluster has would wait for ever in Ray's queue. An autoscaling
+        cluster (KubeRay, a cluster launcher's) often keeps no GPU node up while idle: it is asked for
+        the GPUs (``ray.autoscaler.sdk.request_resources``) and given ``gpu_wait_s`` to start them.
+        """
+        have = int(ray.cluster_resources().get("GPU", 0))
+        refusal = (
+            f"{spec.run_id} needs {gpus} GPU(s); the Ray cluster has {have} (use --accelerator cpu, fewer --devices, "
+            "or a cluster with GPUs"
+        )
+        if self.gpu_wait_s <= 0:
+            raise UserError(refusal + "; --ray-gpu-wait gives an autoscaling cluster time to start GPU nodes)")
+        print(
+            f"harness: {spec.run_id} needs {gpus} GPU(s), the Ray cluster has {have}: asked its autoscaler for them, "
+            f"waiting up to {self.gpu_wait_s:g} s (--ray-gpu-wait; Ctrl-C stops)", file=sys.stderr,
+        )
+        _request_resources(ray, [{"GPU": gpus}])
+        deadline = time.monotonic() + self.gpu_wait_s
+        while True:
+            cluster = ray.cluster_resources()
+            if int(cluster.get("GPU", 0)) >= gpus:
+                return cluster
+            if time.monotonic() >= deadline:
+                raise UserError(refusal + f"; none came within --ray-gpu-wait {self.gpu_wait_s:g} s)")
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
     def _capacity(self, cluster: dict[str, float]) -> int:
         return max(1, int(cluster.get("CPU", 1) // self.cpus_per_run), int(cluster.get("GPU", 0)))
