@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.isolation import child_env
-from harness.runner import launchers, run_one
-from harness.stats import paired_interval, ratio
+from harness.executors.isolation import child_env
+from harness.executors.runner import launchers, run_one
+from harness.measuring.stats import paired_interval, ratio
 from harness.testing import tiny_spec
 
 PAIRS = 4

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from harness.measure import ThroughputMeter
+from harness.measuring.measure import ThroughputMeter
 from models.autoencoder import LitAutoEncoder
 
 MAX_SHARE = 0.03

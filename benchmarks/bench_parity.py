@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from harness.commands.parity_cmd import measure_parity, render_table
-from harness.plan import RunOptions
+from harness.runfolder.plan import RunOptions
 
 TARGET = 0.85  # the target; bare Lightning itself keeps 0.83-0.84 on this machine kind
 # Quiet readings since the per-step hooks were trimmed ranged from 0.747 (CI on a fresh clone, 95% CI

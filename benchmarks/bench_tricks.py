@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import run_one
+from harness.executors.runner import run_one
 from harness.spec import Result
 from harness.testing import tiny_spec
 from harness.trick import TRICKS

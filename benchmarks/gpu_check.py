@@ -126,7 +126,7 @@ def check_mfu(folder: Path, gpu: bool) -> list[str]:
     rows = _rows(folder)
     missing = [r for r in rows if r["status"] == "ok" and r["accelerator"] == "gpu" and r["mfu"] is None]
     names = ", ".join(r["run_id"] for r in missing)
-    return [f"no MFU in {names} (device {missing[0]['device_name']!r} not in harness/flops.py?)"] if missing else []
+    return [f"no MFU in {names} (device {missing[0]['device_name']!r} not in harness/measuring/flops.py?)"] if missing else []
 
 
 def check_gpu_cpu_ratio(folder: Path, gpu: bool) -> list[str]:

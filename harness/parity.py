@@ -20,13 +20,13 @@ import lightning.pytorch as pl
 import torch
 
 from harness import env
-from harness.contention import read_cpu_times, record_contention, torch_threads
-from harness.data import TensorDataModule
 from harness.errors import NonFiniteLoss, TrickSkipped, first_line
-from harness.measure import BlockTimer, auto_block_steps, batch_size_of, planned_batches, peak_memory, reset_peak_memory, throughput_fields
+from harness.measuring.contention import read_cpu_times, record_contention, torch_threads
+from harness.measuring.measure import BlockTimer, auto_block_steps, batch_size_of, planned_batches, peak_memory, reset_peak_memory, throughput_fields
 from harness.spec import Result, RunSpec
 from harness.trick import TRICKS, Trick
 from harness.workload import WORKLOADS
+from harness.workloads.data import TensorDataModule
 
 PLAIN_LABEL = "plain-pytorch"
 

@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from harness.measure import BlockTimer
+from harness.measuring.measure import BlockTimer
 from harness.spec import BASELINE, COMBINE, RunSpec
 from harness.trick import Setup, Trick
 
@@ -68,7 +68,7 @@ class _StretchSteps(pl.Callback):
     """Makes every training step take ``factor`` times as long on the harness's own clock: after each
     step it waits ``factor - 1`` times the time that clock counted since the previous step ended.
 
-    Reading the measuring clock (``harness.measure.BlockTimer``) rather than wall time matters: what
+    Reading the measuring clock (``harness.measuring.measure.BlockTimer``) rather than wall time matters: what
     the clock pauses out (closing a block, validation, epoch ends) must not be stretched, or the
     planted factor would be larger than asked (3 read as ~3.6 with wall time here).
     """

@@ -22,19 +22,19 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness import env
-from harness.budget import ValidateAtBudgetEnd
-from harness.checkpoints import FINAL, Checkpointing, OwnCheckpointIO, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
-from harness.contention import ContentionMonitor, record_contention
-from harness.curves import ValCurve
-from harness.distributed import combine_blocks, gather_peaks, is_global_zero_env
 from harness.errors import NonFiniteLoss, TrickFailed, TrickSkipped, UserError, describe, first_line
-from harness.flops import training_flops_per_batch, utilisation
-from harness.histograms import WeightHistograms
-from harness.lifeline import die_with_parent
-from harness.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
-from harness.metrics import logged_name
-from harness.profiling import PROFILE_NOTE, make_profiler, profile_files
+from harness.executors.lifeline import die_with_parent
+from harness.measuring.budget import ValidateAtBudgetEnd
+from harness.measuring.contention import ContentionMonitor, record_contention
+from harness.measuring.curves import ValCurve
+from harness.measuring.distributed import combine_blocks, gather_peaks, is_global_zero_env
+from harness.measuring.flops import training_flops_per_batch, utilisation
+from harness.measuring.histograms import WeightHistograms
+from harness.measuring.measure import CallbackGroup, ThroughputMeter, batch_size_of, peak_memory, reset_peak_memory, summarise, throughput_fields
+from harness.measuring.metrics import logged_name
+from harness.measuring.profiling import PROFILE_NOTE, make_profiler, profile_files
 from harness.refusals import refused_by_design
+from harness.runfolder.checkpoints import FINAL, Checkpointing, OwnCheckpointIO, best_summary, checkpoint_dir, checkpointing, relative, resolve, saved_checkpoints
 from harness.spec import Result, RunSpec, path_safe
 from harness.trick import TRICKS, Setup, Trick, add_warning, check_combination
 from harness.workload import WORKLOADS, Workload
@@ -50,7 +50,7 @@ def base_trainer_kwargs(spec: RunSpec) -> dict[str, Any]:
     No progress bar, model summary or sanity check (they are not training); TensorBoard logs land
     under ``<run>/tb/<workload>/<accelerator>/<trick>``; metrics are flushed to the logger once per
     timing block, so the host sync that logging costs falls on a block edge. Checkpointing is on
-    unless ``--no-checkpoints``; its callback is added by ``_run`` (harness.checkpoints).
+    unless ``--no-checkpoints``; its callback is added by ``_run`` (harness.runfolder.checkpoints).
     """
     run_dir = Path(spec.run_dir)
     version = spec.label if spec.repeat == 0 else f"{spec.label}-r{spec.repeat}"
@@ -133,7 +133,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
         callbacks += checkpoints.callbacks
     if spec.weight_histograms:
         callbacks.append(WeightHistograms())
-    if spec.max_steps > 0:  # a step budget may end inside an epoch: validate there (harness.budget)
+    if spec.max_steps > 0:  # a step budget may end inside an epoch: validate there (harness.measuring.budget)
         callbacks.append(ValidateAtBudgetEnd())
     trainer = pl.Trainer(**setup.trainer_kwargs, callbacks=callbacks)
     result.precision = str(trainer.precision)
@@ -185,7 +185,7 @@ def _run(spec: RunSpec, result: Result, extra_callbacks: Sequence[pl.Callback]) 
             result.details["validate_skipped"] = empty
     test_ckpt = _after_fit(result, "test", lambda: _test_weights(trainer, spec, tricks, checkpoints, result))
     # best.ckpt as this process saved it is read in full (a module's scheduler may keep a numpy scalar
-    # there); one taken over from a resumed run is not (harness.checkpoints.OwnCheckpointIO)
+    # there); one taken over from a resumed run is not (harness.runfolder.checkpoints.OwnCheckpointIO)
     own = bool(test_ckpt and checkpoints is not None and checkpoints.best is not None and checkpoints.best.saved(test_ckpt))
     tested = _after_fit(
         result, "test", lambda: _evaluate(trainer, setup, "test", result.details, ckpt_path=test_ckpt, weights_only=False if own else None)
@@ -435,7 +435,7 @@ def _count_flops(result: Result, workload: Workload, spec: RunSpec, batch: Any) 
 
 def _metric(outputs: list[dict[str, float]], name: str) -> tuple[float | None, str | None]:
     """The value of ``name`` in validate/test outputs and the key it was found under (``NAME`` or ``NAME_epoch``:
-    harness.metrics), or (None, None)."""
+    harness.measuring.metrics), or (None, None)."""
     for output in outputs:
         key = logged_name(output, name)
         if key is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -9,9 +10,11 @@ from typing import Any, ClassVar, NamedTuple
 import lightning.pytorch as pl
 import torch
 
+from harness.errors import UserError
 from harness.params import from_params, parameters
 from harness.registry import Registry
 from harness.spec import RunSpec
+from harness.workloads.imported import PATH_FORM, import_class
 
 
 class StandaloneSubmodule(NamedTuple):
@@ -50,7 +53,7 @@ class Workload:
     def train_samples(self, dataset: str, synthetic_size: int) -> int:
         """Training samples per epoch on a resolved ``--dataset``, without loading it (for
         ``--max-epochs auto`` and the time estimate); workloads that bring their own data override it."""
-        from harness.data import train_size
+        from harness.workloads.data import train_size
 
         return train_size(dataset, synthetic_size)
 
@@ -58,7 +61,7 @@ class Workload:
         raise NotImplementedError
 
     def build_datamodule(self, spec: RunSpec) -> pl.LightningDataModule:
-        from harness.data import DigitsDataModule
+        from harness.workloads.data import DigitsDataModule
 
         return DigitsDataModule.from_spec(spec)
 
@@ -83,21 +86,48 @@ class Workload:
         return None
 
 
+class ImportedWorkload(Workload):
+    """The adapter: ``spec.workload`` and ``spec.datamodule`` are ``pkg.mod:Class`` paths.
+
+    The module is ``cls(**spec.init_args)`` and the datamodule ``dm_cls(**spec.datamodule_args)``;
+    their own batch size is kept (the row records what the datamodule uses). There is no plain
+    PyTorch loss, so parity refuses these workloads and FLOPs are not counted.
+    """
+
+    name = "imported"
+    summary = "any importable LightningModule with --datamodule, --init-args, --datamodule-args"
+
+    def dataset_label(self, spec: RunSpec) -> str:
+        return spec.datamodule
+
+    def build_module(self, spec: RunSpec) -> pl.LightningModule:
+        cls = import_class(spec.workload, "--workload", pl.LightningModule)
+        try:
+            return cls(**spec.init_args)
+        except TypeError as error:
+            raise UserError(f"--init-args {json.dumps(spec.init_args)} for {spec.workload}: {error}") from None
+
+    def build_datamodule(self, spec: RunSpec) -> pl.LightningDataModule:
+        if not spec.datamodule:
+            raise UserError(f"--workload {spec.workload!r} is an imported LightningModule and needs --datamodule {PATH_FORM}")
+        cls = import_class(spec.datamodule, "--datamodule", pl.LightningDataModule)
+        try:
+            return cls(**spec.datamodule_args)
+        except TypeError as error:
+            raise UserError(f"--datamodule-args {json.dumps(spec.datamodule_args)} for {spec.datamodule}: {error}") from None
+
+
 class WorkloadRegistry(Registry[type[Workload]]):
-    """The registry, plus ``pkg.mod:Class`` names: an imported LightningModule (harness.custom_workload)."""
+    """The registry, plus ``pkg.mod:Class`` names: an imported LightningModule (:class:`ImportedWorkload`)."""
 
     def get(self, name: str) -> type[Workload]:
         if ":" in name:
-            from harness.custom_workload import ImportedWorkload
-
             return ImportedWorkload
         return super().get(name)
 
     def select(self, selection: str) -> list[str]:
         """Registered names and globs as in :meth:`Registry.select`; a ``pkg.mod:Class`` item is
         imported and checked to be a LightningModule (a UserError otherwise) and kept as it is."""
-        from harness.custom_workload import import_class
-
         chosen: list[str] = []
         for item in (part.strip() for part in selection.split(",")):
             if ":" in item:

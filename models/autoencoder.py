@@ -67,7 +67,7 @@ class LitAutoEncoder(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         # No self.log("train_loss") here: the harness writes each timing block's mean training loss
-        # to the logger at the block edge, outside the measured time (see harness.measure).
+        # to the logger at the block edge, outside the measured time (see harness.measuring.measure).
         return self.reconstruction_loss(batch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -56,7 +56,7 @@ class LitDigitCNN(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         # No self.log("train_loss") here: the harness writes each timing block's mean training loss
-        # to the logger at the block edge, outside the measured time (see harness.measure).
+        # to the logger at the block edge, outside the measured time (see harness.measuring.measure).
         return self.classification_loss(batch)
 
     def _evaluate(self, batch: Any, stage: str, accuracy: MulticlassAccuracy) -> None:

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.data import Split, TensorDataModule, seeded_split
 from harness.spec import RunSpec
 from harness.workload import Workload, register_workload
+from harness.workloads.data import Split, TensorDataModule, seeded_split
 
 
 def markov_tokens(count: int, length: int, vocab: int, seed: int, branching: int = 4) -> torch.Tensor:
@@ -99,7 +99,7 @@ class LitTinyGPT(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         # No self.log("train_loss") here: the harness writes each timing block's mean training loss
-        # to the logger at the block edge, outside the measured time (see harness.measure).
+        # to the logger at the block edge, outside the measured time (see harness.measuring.measure).
         return self.lm_loss(batch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

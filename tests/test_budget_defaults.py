@@ -14,9 +14,9 @@ import pytest
 
 from harness.commands import run_cmd
 from harness.commands.options import run_options
-from harness.estimate import CPU_EXTRA_S, estimate_seconds, estimate_text, run_seconds
-from harness.measure import AUTO_BLOCK_STEPS, auto_block_steps
-from harness.plan import AUTO_EPOCHS, RunOptions, epochs_for, parse_tricks, plan_runs
+from harness.measuring.estimate import CPU_EXTRA_S, estimate_seconds, estimate_text, run_seconds
+from harness.measuring.measure import AUTO_BLOCK_STEPS, auto_block_steps
+from harness.runfolder.plan import AUTO_EPOCHS, RunOptions, epochs_for, parse_tricks, plan_runs
 from harness.testing import tiny_spec
 from harness.worker import execute
 from harness.workload import WORKLOADS

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checkpoints import OwnCheckpointIO
 from harness.cli import main
-from harness.rundir import RESULTS, write_plan
-from harness.spec import read_results
 from harness.errors import describe
+from harness.runfolder.checkpoints import OwnCheckpointIO
+from harness.runfolder.rundir import RESULTS, write_plan
+from harness.spec import read_results
 from harness.worker import execute
 
 HABITS = textwrap.dedent(
@@ -453,7 +453,7 @@ def test_a_baseline_that_a_trick_may_fix_does_not_stop_the_others(tmp_path: Path
         return Result(run_id=spec.run_id, trick=spec.label, workload=spec.workload, dataset="d", accelerator="cpu",
                       repeat=0, status="failed" if reason else "ok", reason=reason, steps=3 if not reason else None, wall_s=0.1)
 
-    monkeypatch.setattr("harness.runner.run_one", run_one)
+    monkeypatch.setattr("harness.executors.runner.run_one", run_one)
     specs = [make_spec(tricks, run_id=f"r-{'-'.join(tricks) or 'baseline'}") for tricks in ([], ["grad-clipping"])]
     results = run_with_progress(specs, tmp_path / "run", None, quiet=True)
     assert [r.status for r in results] == ["failed", "ok"]
@@ -482,7 +482,7 @@ def test_a_training_step_that_returns_no_loss_still_says_what_it_logged(habits: 
 
 
 def test_restoring_a_run_without_best_says_why_it_has_none() -> None:
-    from harness.restore import choose_checkpoint
+    from harness.runfolder.restore import choose_checkpoint
     from harness.spec import Result
 
     why = "best.ckpt not kept: 'val_loss' is never logged (logged: val_mse); name the validation metric with --monitor"

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from harness import worker
-from harness.checkpoints import checkpoint_dir, checkpointing
-from harness.data import DigitsDataModule
-from harness.measure import ThroughputMeter
+from harness.measuring.measure import ThroughputMeter
+from harness.runfolder.checkpoints import checkpoint_dir, checkpointing
 from harness.spec import RunSpec
 from harness.testing import SpoilLastEpoch
 from harness.worker import execute
+from harness.workloads.data import DigitsDataModule
 from models.autoencoder import LitAutoEncoder
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.contention import CpuTimes, contention_warning, foreign_share, read_cpu_times
+from harness.measuring.contention import CpuTimes, contention_warning, foreign_share, read_cpu_times
 from harness.spec import RunSpec
 from harness.worker import execute
 
@@ -71,7 +71,7 @@ def test_cpu_time_of_the_runs_own_child_processes_is_its_own_not_foreign() -> No
     import sys
     import time
 
-    from harness.contention import _descendants_cpu_seconds
+    from harness.measuring.contention import _descendants_cpu_seconds
 
     before = _descendants_cpu_seconds()
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(30)"])

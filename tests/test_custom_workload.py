@@ -17,10 +17,10 @@ import lightning.pytorch as pl
 import pytest
 
 from harness.cli import main
-from harness.custom_workload import parse_args_option
 from harness.errors import UserError
 from harness.spec import read_results
 from harness.worker import execute
+from harness.workloads.imported import parse_args_option
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from harness import data
-from harness.data import DigitsDataModule, TensorBatches, load_splits, resolve_dataset
 from harness.errors import UserError
+from harness.workloads import data
+from harness.workloads.data import DigitsDataModule, TensorBatches, load_splits, resolve_dataset
 
 FILES = {
     "train-images-idx3-ubyte": (True, 50),

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import TensorBatches
-from harness.distributed import resolve_strategy
 from harness.errors import UserError
+from harness.measuring.distributed import resolve_strategy
 from harness.testing import tiny_spec
 from harness.worker import execute
+from harness.workloads.data import TensorBatches
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SAMPLES = 1150  # digits' training split

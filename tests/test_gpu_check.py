@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from harness.cli import build_parser
-from harness.plan import check_trick_runs, parse_params, parse_tricks
+from harness.runfolder.plan import check_trick_runs, parse_params, parse_tricks
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import measure
 from harness.commands.options import resolve_accelerators
-from harness.data import dataset_fits
 from harness.errors import UserError
-from harness.flops import dense_peak, math_mode, utilisation
+from harness.measuring import measure
+from harness.measuring.flops import dense_peak, math_mode, utilisation
+from harness.workloads.data import dataset_fits
 
 
 def test_auto_picks_the_gpu_when_one_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +86,7 @@ def test_fp32_peak_follows_the_matmul_precision_setting() -> None:
 
 def test_flops_are_counted_for_a_bfloat16_batch() -> None:
     """bf16-true hands the module bfloat16 inputs; the FLOP count must not depend on it."""
-    from harness.flops import training_flops_per_batch
+    from harness.measuring.flops import training_flops_per_batch
     from models.cnn import LitDigitCNN
 
     loss = lambda module, batch: module.classification_loss(batch)  # noqa: E731

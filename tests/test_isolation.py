@@ -1,7 +1,7 @@
 """Fork server and spawn: the same run, the same numbers; nothing a run changes reaches the next one.
 
 Runs go through the real runner (``run_all``), so each one is a real child process: forked from the
-pre-imported server (``harness.zygote``) or spawned cold. A probe LightningModule, written into
+pre-imported server (``harness.executors.zygote``) or spawned cold. A probe LightningModule, written into
 tmp_path and imported by path as a user's own module would be, reports the process-global state it
 finds, flips it, can allocate a known amount during fit, or kill itself.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import zygote
-from harness.isolation import ForkServer, ForkServerError
-from harness.runner import Launchers, run_all
+from harness.executors import zygote
+from harness.executors.isolation import ForkServer, ForkServerError
+from harness.executors.runner import Launchers, run_all
 from harness.spec import read_results
 
 MiB = 2**20

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.errors import NonFiniteLoss
-from harness.measure import Block, BlockTimer, batch_size_of, summarise
+from harness.measuring.measure import Block, BlockTimer, batch_size_of, summarise
 
 
 def run_batches(timer: BlockTimer, count: int, seconds: float = 0.0, loss: float = 1.0, samples: int = 8) -> None:

@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.profilers import PassThroughProfiler
 
 from harness import worker
-from harness.curves import ValCurve
-from harness.measure import PER_STEP_HOOKS, CallbackGroup, ThroughputMeter
+from harness.measuring.curves import ValCurve
+from harness.measuring.measure import PER_STEP_HOOKS, CallbackGroup, ThroughputMeter
 from harness.worker import execute
 
 READS = ("item", "__float__", "__bool__", "tolist", "__int__")

@@ -14,7 +14,7 @@ import harness.commands.parity_cmd as parity_cmd
 from harness.cli import main as cli_main
 from harness.errors import TrickSkipped
 from harness.parity import NoPlainEquivalent, execute_plain, has_plain_equivalent, plain_loop_for
-from harness.plan import RunOptions
+from harness.runfolder.plan import RunOptions
 from harness.spec import RunSpec
 from harness.trick import TRICKS
 from harness.worker import execute

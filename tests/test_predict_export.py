@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from harness.commands import export_cmd, predict_cmd
-from harness.data import DigitsDataModule
 from harness.errors import UserError
-from harness.restore import choose_checkpoint, input_batch, restore
-from harness.rundir import RESULTS, write_plan
+from harness.runfolder.restore import choose_checkpoint, input_batch, restore
+from harness.runfolder.rundir import RESULTS, write_plan
 from harness.spec import Result
 from harness.testing import SpoilLastEpoch, tiny_spec
 from harness.worker import execute
+from harness.workloads.data import DigitsDataModule
 
 
 needs_onnx = pytest.mark.skipif(

@@ -27,7 +27,7 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 from harness import cli  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.executors.ray_tasks import RayExecutor, task_resources  # noqa: E402
-from harness.runner import run_all  # noqa: E402
+from harness.executors.runner import run_all  # noqa: E402
 from harness.spec import read_results  # noqa: E402
 
 pytestmark = pytest.mark.ray

@@ -27,7 +27,7 @@ from harness import cli  # noqa: E402
 from harness.commands.resume_cmd import drop_rows  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.executors.ray_tasks import RayExecutor, task_resources  # noqa: E402
-from harness.runner import run_all  # noqa: E402
+from harness.executors.runner import run_all  # noqa: E402
 from harness.spec import Result, read_results  # noqa: E402
 
 pytestmark = pytest.mark.ray

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UserError
-from harness.plan import parse_params, parse_tricks
 from harness.registry import Registry
+from harness.runfolder.plan import parse_params, parse_tricks
 from harness.trick import TRICKS
 
 

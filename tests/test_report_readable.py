@@ -15,7 +15,7 @@ from matplotlib.colors import to_hex
 from matplotlib.text import Text
 
 from harness.commands.run_cmd import run_with_progress
-from harness.contention import contention_warning
+from harness.measuring.contention import contention_warning
 from harness.report import write_report
 from harness.report.build import build_report
 from harness.report.plots import pareto_figure, throughput_memory_figure, trick_colors
@@ -216,7 +216,7 @@ def spec(label: str) -> SimpleNamespace:
 
 def test_piped_output_has_no_progress_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("harness.runner.run_one", lambda s, run_dir, timeout_s=None, **launch: row(s.label))
+    monkeypatch.setattr("harness.executors.runner.run_one", lambda s, run_dir, timeout_s=None, **launch: row(s.label))
     specs = [spec("baseline"), spec("grad-clipping")]
     run_with_progress(specs, tmp_path / "piped", None, quiet=False)
     err = capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.commands.resume_cmd import to_resume
-from harness.rundir import load_specs, write_plan
+from harness.runfolder.rundir import load_specs, write_plan
 from harness.spec import Result
 from harness.testing import tiny_spec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.runner import run_all, run_one
+from harness.executors.runner import run_all, run_one
 from harness.spec import read_results
 
 

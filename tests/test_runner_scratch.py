@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import launchers, run_all
-from harness.scratch import OLD_INDUCTOR_AGE_S, run_scratch, sweep_stale_scratch
+from harness.executors.runner import launchers, run_all
+from harness.executors.scratch import OLD_INDUCTOR_AGE_S, run_scratch, sweep_stale_scratch
 
 PROBE = textwrap.dedent(
     '''

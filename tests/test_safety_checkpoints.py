@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.rundir import RESULTS, write_plan
+from harness.runfolder.rundir import RESULTS, write_plan
 from harness.testing import tiny_spec
 from harness.worker import execute
 

@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.commands.options import new_run_dir
 from harness.errors import UserError
-from harness.rundir import LOCK, RESULTS, write_plan, writer_lock
+from harness.runfolder.rundir import LOCK, RESULTS, write_plan, writer_lock
 from harness.testing import tiny_spec
 
 HOLD = """

@@ -26,7 +26,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import describe
-from harness.rundir import RESULTS, write_plan
+from harness.runfolder.rundir import RESULTS, write_plan
 from harness.spec import Result, RunSpec
 from harness.testing import tiny_spec
 
@@ -123,7 +123,7 @@ def test_a_full_disk_in_the_parent_keeps_finished_rows(
     """The parent's second append meets ENOSPC: one line naming results.jsonl, the first row kept, exit 2."""
     import contextlib
 
-    import harness.runner as runner
+    import harness.executors.runner as runner
     import harness.spec as spec_module
 
     def fake_run_one(spec: RunSpec, run_dir: Path, timeout_s: float | None, using: object = None) -> Result:
@@ -229,8 +229,8 @@ def test_a_worker_that_died_on_a_full_disk_without_a_log_says_so(tmp_path: Path,
     import shutil
     from collections import namedtuple
 
-    import harness.runner as runner
-    from harness.isolation import Job
+    import harness.executors.runner as runner
+    from harness.executors.isolation import Job
 
     spec = tiny_spec(tmp_path)
     job = Job(tmp_path / "spec.json", tmp_path / "result.json", tmp_path / "absent.log", False, {})

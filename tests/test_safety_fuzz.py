@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.rundir import PLAN, RESULTS, load_specs, read_plan
+from harness.runfolder.rundir import PLAN, RESULTS, load_specs, read_plan
 from harness.spec import Result, parse_results
 from harness.testing import tiny_spec
 

@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.report.html_page import md, safe_href
-from harness.rundir import RESULTS
+from harness.runfolder.rundir import RESULTS
 from harness.spec import Result
 
 SCRIPT = "<script>alert(1)</script>"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.rundir import PLAN, RESULTS, load_specs
+from harness.runfolder.rundir import PLAN, RESULTS, load_specs
 from harness.spec import Result
 from harness.testing import tiny_spec
 

@@ -13,7 +13,7 @@ import markdown
 
 from harness.cli import main
 from harness.report.mdtext import md_code, md_link, md_text
-from harness.rundir import RESULTS
+from harness.runfolder.rundir import RESULTS
 from harness.spec import Result
 
 PAYLOAD = "a|b\n## injected heading\n| x | y |\n`tick` <script>alert(1)</script> [click](javascript:alert(3)) ![i](http://evil/i.png) *em* \\"

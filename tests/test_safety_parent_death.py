@@ -31,7 +31,7 @@ def workers_of(folder: Path) -> list[int]:
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), "")
-            if not any(name in cmdline for name in ("harness.worker", "harness.zygote")) or "zombie" in state:
+            if not any(name in cmdline for name in ("harness.worker", "harness.executors.zygote")) or "zombie" in state:
                 continue
             files = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
         except OSError:

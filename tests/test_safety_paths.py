@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.rundir import RESULTS, inside_run_dir, plain_name, write_plan
+from harness.runfolder.rundir import RESULTS, inside_run_dir, plain_name, write_plan
 from harness.spec import Result
 from harness.testing import tiny_spec
 

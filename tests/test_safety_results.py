@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.rundir import RESULTS, write_plan
+from harness.runfolder.rundir import RESULTS, write_plan
 from harness.spec import Result, append_row, parse_results, read_results
 from harness.testing import tiny_spec
 from harness.worker import execute

@@ -96,8 +96,8 @@ def test_bytes_that_are_no_archive_are_refused(tmp_path: Path) -> None:
 def test_every_folder_a_run_writes_is_shipped() -> None:
     """The folders a run writes under the run folder (runner, worker, checkpoints, profiles, a trick's
     artefacts, TensorBoard) are all shipped; a new one must be added to RUN_FOLDERS or it stays on the node."""
-    from harness.checkpoints import checkpoint_dir
-    from harness.profiling import profile_dir
+    from harness.measuring.profiling import profile_dir
+    from harness.runfolder.checkpoints import checkpoint_dir
 
     assert {checkpoint_dir("/r", "x").parts[2], profile_dir("/r", "x").parts[2]} <= set(RUN_FOLDERS)
     assert {"logs", "specs", "tb", "artifacts"} <= set(RUN_FOLDERS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.stats import Interval, paired_interval, ratio, ratio_of_ratios
+from harness.measuring.stats import Interval, paired_interval, ratio, ratio_of_ratios
 
 
 def simulate(rng: np.random.Generator, factor: float, repeats: int, blocks: int = 20) -> list[list[list[float]]]:

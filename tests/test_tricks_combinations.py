@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
-from harness.plan import check_trick_runs
+from harness.runfolder.plan import check_trick_runs
 from harness.worker import execute
 
 

@@ -16,8 +16,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from harness.runner import run_all
-from harness.scratch import SCRATCH_ENV
+from harness.executors.runner import run_all
+from harness.executors.scratch import SCRATCH_ENV
 from harness.spec import Result
 from harness.trick import Setup
 from harness.worker import execute

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.errors import TrickSkipped
-from harness.runner import run_one
+from harness.executors.runner import run_one
 from harness.spec import RunSpec
 from harness.worker import execute
 from tricks.cpu_threads import CpuThreads, physical_cores

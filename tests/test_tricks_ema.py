@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.plan import check_trick_runs
+from harness.runfolder.plan import check_trick_runs
 from harness.worker import execute
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from harness.errors import TrickSkipped
-from harness.plan import check_trick_runs
+from harness.runfolder.plan import check_trick_runs
 from harness.testing import tiny_spec
 from harness.trick import Setup
 from harness.worker import execute

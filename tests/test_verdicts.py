@@ -208,7 +208,7 @@ def test_the_html_section_escapes_names_and_reasons() -> None:
 
 
 def test_the_plan_shuffles_baseline_and_tricks_within_each_repeat_reproducibly() -> None:
-    from harness.plan import RunOptions, plan_runs
+    from harness.runfolder.plan import RunOptions, plan_runs
 
     options = RunOptions(dataset="digits", dataset_reason="", data_dir="d", loader="device", batch_size=64, lr=1e-3,
                          max_epochs=1, max_steps=-1, seed=42, block_steps=10, warmup_blocks=1, synthetic_size=64,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.executors.runner import run_all
 from harness.report.verdicts import CANNOT_TELL, HURTS, judge
-from harness.runner import run_all
 from harness.testing import Slowdown, tiny_spec
 
 FACTOR = 3.0  # the trick's steps take three times as long: its throughput is 1/3 of the baseline's

@@ -30,9 +30,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities.parsing import lightning_setattr
 
-from harness.distributed import is_distributed
 from harness.errors import TrickFailed, TrickSkipped
-from harness.measure import AUTO_BLOCK_STEPS
+from harness.measuring.distributed import is_distributed
+from harness.measuring.measure import AUTO_BLOCK_STEPS
 from harness.trick import Setup, Trick, register_trick
 
 

@@ -18,7 +18,7 @@ steady step time, and time to target counts it (it is part of fit). It also reco
 Dynamo compiled during training, the graph breaks with their reasons, the recompilations, and a
 warning when Dynamo hit its recompile limit and fell back to eager. Inductor's cache is private to
 the run by default (``cold_cache``; in the run's scratch folder, which the harness removes however
-the run ends, harness.scratch), so every repeat pays the compile a first run pays; with
+the run ends, harness.executors.scratch), so every repeat pays the compile a first run pays; with
 ``cold_cache=false`` a warm cache from an earlier run makes compile_s small.
 """
 
@@ -37,7 +37,7 @@ import lightning.pytorch as pl
 import torch
 
 from harness.errors import TrickSkipped
-from harness.scratch import scratch_prefix, worker_scratch
+from harness.executors.scratch import scratch_prefix, worker_scratch
 from harness.spec import Result
 from harness.trick import Setup, Trick, add_warning, register_trick
 

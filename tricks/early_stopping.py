@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
 from harness.errors import TrickSkipped
-from harness.metrics import logged_name
+from harness.measuring.metrics import logged_name
 from harness.trick import Setup, Trick, add_warning, register_trick
 
 MONITOR = "val_loss"  # the default of --monitor (RunSpec.monitor)
@@ -101,7 +101,7 @@ class MonitorCheck(pl.Callback):
 
     It runs before ``EarlyStopping`` (which would raise a RuntimeError there, its ``strict`` check),
     so that the row says what the module lacks and which metrics it does log (``--monitor``).
-    A metric logged with ``on_step=True`` too is held as ``NAME_epoch`` (harness.metrics): the
+    A metric logged with ``on_step=True`` too is held as ``NAME_epoch`` (harness.measuring.metrics): the
     early stopping callback is pointed at that epoch mean (``NAME`` would be the last batch's value).
     """
 

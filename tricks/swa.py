@@ -30,8 +30,8 @@ import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
 from typing_extensions import override
 
-from harness.metrics import logged_value
 from harness.errors import TrickSkipped
+from harness.measuring.metrics import logged_value
 from harness.refusals import optimizer_counts, refuse_several_optimizers
 from harness.trick import Conflict, Setup, Trick, add_warning, register_trick
 

@@ -21,7 +21,7 @@ Choices made for torch 2.14 and Lightning 2.6:
   ``LightningModule.to_torchscript`` warns that Lightning will drop it; the file still loads with
   ``torch.jit.load`` and in C++.
 - Precision: exports are float32. A bf16-true run's checkpoint holds bf16 weights; they are cast
-  (``module.float()``, in :func:`harness.restore.load_module`) and the output says so, as it says
+  (``module.float()``, in :func:`harness.runfolder.restore.load_module`) and the output says so, as it says
   when the run trained under autocast.
 """
 
@@ -41,7 +41,7 @@ import torch
 from harness.commands.predict_cmd import add_row_arguments, describe_checkpoint, describe_row
 from harness.errors import UserError, first_line
 from harness.errors import describe as describe_error
-from harness.restore import FORWARD_FIX, Restored, datamodule_for, input_batch, require_forward, restore
+from harness.runfolder.restore import FORWARD_FIX, Restored, datamodule_for, input_batch, require_forward, restore
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # onnxscript: torch's dynamo ONNX exporter

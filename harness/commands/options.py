@@ -11,14 +11,14 @@ from typing import Any
 
 import torch
 
-from harness.custom_workload import check_imported, is_import_path, parse_args_option
-from harness.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
-from harness.distributed import resolve_strategy
 from harness.errors import UserError
 from harness.executors import DEFAULT_EXECUTOR, EXECUTORS, Executor, make_executor
-from harness.isolation import ISOLATIONS, default_isolation
-from harness.profiling import PROFILERS
-from harness.plan import RunOptions
+from harness.executors.isolation import ISOLATIONS, default_isolation
+from harness.measuring.distributed import resolve_strategy
+from harness.measuring.profiling import PROFILERS
+from harness.runfolder.plan import RunOptions
+from harness.workloads.data import DATASETS, LOADERS, DatasetChoice, resolve_dataset
+from harness.workloads.imported import check_imported, is_import_path, parse_args_option
 
 ACCELERATORS = ("cpu", "gpu", "auto")
 # defaults of the data flags of `run`; an imported datamodule reads none of them (see DATA_FLAGS)
@@ -36,12 +36,12 @@ def positive_int(text: str) -> int:
 
 
 def block_steps_arg(text: str) -> int:
-    """``--block-steps``: a whole number >= 1, or ``auto`` (0 here; harness.measure.auto_block_steps resolves it)."""
+    """``--block-steps``: a whole number >= 1, or ``auto`` (0 here; harness.measuring.measure.auto_block_steps resolves it)."""
     return 0 if text.strip().lower() == "auto" else positive_int(text)
 
 
 def epochs_arg(text: str) -> int:
-    """``--max-epochs``: a whole number >= 1, or ``auto`` (0 here; harness.plan.epochs_for resolves it)."""
+    """``--max-epochs``: a whole number >= 1, or ``auto`` (0 here; harness.runfolder.plan.epochs_for resolves it)."""
     return 0 if text.strip().lower() == "auto" else positive_int(text)
 
 

@@ -6,7 +6,7 @@ peak-memory ratio measured through the harness next to the same change made in t
 the ratio of the two speed-ups, the *fidelity*: 1.0 means the harness shows the trick's effect as a
 hand-written loop would. Every process is fresh; within each repeat the processes run in a rotated
 order (recorded in parity.json), so that no arm always runs first. Each repeat gives one value of
-every ratio; the intervals come from how the repeats disagree (harness.stats.paired_interval).
+every ratio; the intervals come from how the repeats disagree (harness.measuring.stats.paired_interval).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from typing import Any
 from harness import env
 from harness.commands.options import add_training_arguments, new_run_dir, resolve_accelerators, run_options
 from harness.errors import UserError
+from harness.executors.runner import Launchers, launchers, run_one
+from harness.measuring.stats import Interval, paired_interval, ratio, ratio_of_ratios
 from harness.parity import PLAIN_LABEL, has_plain_equivalent
-from harness.plan import RunOptions, check_trick_runs, parse_params, parse_tricks, plan_runs
-from harness.runner import Launchers, launchers, run_one
+from harness.runfolder.plan import RunOptions, check_trick_runs, parse_params, parse_tricks, plan_runs
 from harness.spec import BASELINE, COMBINE, Result, RunSpec
-from harness.stats import Interval, paired_interval, ratio, ratio_of_ratios
 from harness.trick import TRICKS
 from harness.workload import WORKLOADS
 
-QUIET_SHARE = 0.15  # harness.contention.FOREIGN_WARN: above it a run's timings are not its own
+QUIET_SHARE = 0.15  # harness.measuring.contention.FOREIGN_WARN: above it a run's timings are not its own
 WIDE_INTERVAL = 0.2  # a fidelity interval wider than this says little, even when it holds 1.0
 
 

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from harness.errors import UserError, describe
-from harness.restore import FORWARD_FIX, TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, require_forward, restore
+from harness.runfolder.restore import FORWARD_FIX, TRUST_FLAG, Restored, datamodule_for, has_predict_loader, input_batch, require_forward, restore
 
 STANDALONE_SAMPLES = 4  # test inputs the standalone submodule is shown on, as in Lightning's tutorial
 

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 from harness import env
-from harness.checkpoints import LAST, checkpoint_dir, relative
 from harness.commands.options import add_executor_arguments, add_isolation_argument, executor_from_args, positive_float
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.commands.run_cmd import report_and_exit_code, run_with_progress
-from harness.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, rows_kept_on_os_error, writer_lock
+from harness.runfolder.checkpoints import LAST, checkpoint_dir, relative
+from harness.runfolder.rundir import RESULTS, check_run_dir, load_results, load_specs, read_plan, rows_kept_on_os_error, writer_lock
 from harness.spec import Result, RunSpec, row_problem
 
 

@@ -17,14 +17,14 @@ from harness.commands.options import (
     add_executor_arguments, add_training_arguments, add_workflow_arguments, check_devices, executor_from_args, new_run_dir,
     resolve_accelerators, run_options,
 )
-from harness.executors import Executor
 from harness.commands.report_cmd import add_target_argument, check_target
 from harness.errors import UserError
-from harness.estimate import estimate_text
-from harness.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
+from harness.executors import Executor
+from harness.executors.runner import run_all
+from harness.measuring.estimate import estimate_text
 from harness.report import write_report
-from harness.rundir import rows_kept_on_os_error, write_plan, writer_lock
-from harness.runner import run_all
+from harness.runfolder.plan import check_trick_runs, parse_params, parse_tricks, plan_runs
+from harness.runfolder.rundir import rows_kept_on_os_error, write_plan, writer_lock
 from harness.spec import BASELINE, Result, RunSpec, append_row
 from harness.workload import WORKLOADS
 
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
             order_seed=options.seed,
         )
         environment = env.collect()
-        environment["isolation"] = args.isolation  # each row records the one it got (harness.isolation)
+        environment["isolation"] = args.isolation  # each row records the one it got (harness.executors.isolation)
         environment["executor"] = executor.name  # a ray row records its host and Ray's CUDA_VISIBLE_DEVICES
         (run_dir / "env.json").write_text(json.dumps(environment, indent=2) + "\n")
         write_plan(run_dir, specs, environment["command"], {
@@ -105,7 +105,7 @@ class StopAfterFailedBaseline(list):  # type: ignore[type-arg]
     """The plan's specs, handed to the runner one at a time: once a workload's baseline has failed in a
     way every run of it would (:func:`fails_every_run`), its remaining runs on that accelerator are not
     started; each gets a failed row (so ``resume --retry-failed`` reruns it once fixed) with the
-    baseline's reason, instead of paying a start-up to fail the same way. (The runner, harness/runner.py,
+    baseline's reason, instead of paying a start-up to fail the same way. (The runner, harness/executors/runner.py,
     iterates the list; ``observe`` is its ``on_result``.)
     """
 

@@ -3,8 +3,14 @@
 An executor takes RunSpecs and yields Results as they finish (in any order); the runner appends each
 to results.jsonl at once, so plan, worker and report do not care which executor ran a run.
 ``local`` (the default) runs them one after another on this machine; ``ray`` makes each run one Ray
-task on a cluster (or a local Ray instance) and needs the optional ``ray`` extra. Kept free of heavy
-imports (Ray, torch): this module is read by every ``run``.
+task on a cluster (or a local Ray instance) and needs the optional ``ray`` extra.
+
+The folder also holds how a run gets its process, which both executors share: runner (one RunSpec in
+its own process, each Result appended at once), isolation (fork from the pre-imported server or spawn
+``python -m harness.worker``), zygote (the fork server, ``python -m harness.executors.zygote``),
+lifeline (a worker dies with its parent), scratch (a per-run temp folder the starter removes), and
+shipping (a Ray node's files sent home). Kept free of heavy imports (Ray, torch): this module is read
+by every ``run``, by the fork server and by every worker (through lifeline).
 """
 
 from __future__ import annotations

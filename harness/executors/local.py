@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from harness import runner
+from harness.executors import runner
 from harness.spec import Result, RunSpec
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, first_line
+from harness.executors.scratch import scratch_prefix, sweep_stale_scratch
 from harness.executors.shipping import ShippedFilesRefused, pack_run_files, unpack_run_files
-from harness.scratch import scratch_prefix, sweep_stale_scratch
 from harness.spec import Result, RunSpec
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
@@ -176,7 +176,7 @@ def _node_id() -> str:
 
 
 def _run(spec: RunSpec, run_dir: Path, timeout_s: float | None) -> Result:
-    from harness.runner import run_one  # the node's harness, imported here, not pickled from the driver
+    from harness.executors.runner import run_one  # the node's harness, imported here, not pickled from the driver
 
     return run_one(spec, run_dir, timeout_s)
 
@@ -187,7 +187,7 @@ def _run_and_pack(spec: RunSpec, sweep: Sweep, resume_checkpoint: bytes) -> tupl
     The row's paths are relative to the run folder, so they hold in the driver's; a reason that names
     the node's folder is rewritten to name the driver's.
     """
-    from harness.rundir import inside_run_dir
+    from harness.runfolder.rundir import inside_run_dir
 
     # named as a scratch folder of this Ray worker: if the task is cancelled, a later task's sweep removes it
     with tempfile.TemporaryDirectory(prefix=scratch_prefix(f"{spec.run_id}-ray")) as local:
@@ -254,7 +254,7 @@ class RayExecutor:
     looked up again as each task finishes, so nodes that join later get work), so the plan is still
     consumed lazily and Ctrl-C has little to cancel. On an interrupt, every outstanding task is
     cancelled (``ray.cancel(force=True)`` kills its Ray worker, and the run's process dies with it
-    through harness.lifeline); rows already appended stay.
+    through harness.executors.lifeline); rows already appended stay.
     """
 
     name = "ray"
@@ -359,7 +359,7 @@ class RayExecutor:
         (b"" when its files are shared, or it starts afresh)."""
         if not spec.resume_from or self.files == "shared":
             return b""
-        from harness.rundir import inside_run_dir
+        from harness.runfolder.rundir import inside_run_dir
 
         return inside_run_dir(run_dir, spec.resume_from, f"resume_from of run {spec.run_id}").read_bytes()
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.errors import UserError, first_line
 from harness.report import plots
 from harness.report.devices import several_devices, with_devices
 from harness.report.table import GROUP, cell_marks, display_table, summary_frame, table_notes
 from harness.report.tblogs import fit_curves, tb_version_dir
 from harness.report.verdicts import Verdict, judge
-from harness.errors import UserError, first_line
-from harness.rundir import inside_run_dir
+from harness.runfolder.rundir import inside_run_dir
 from harness.spec import Result
 
 PLOTS_DIR = "plots"

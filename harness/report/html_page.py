@@ -29,9 +29,9 @@ from markdown.treeprocessors import Treeprocessor
 from harness.errors import UserError
 from harness.report.mdtext import safe_href
 from harness.report.table import PART_TITLES, split_columns
-from harness.report.verdicts import verdicts_html
 from harness.report.text import FILES_TEXT, header_lines, problem_lines, protocol_text, warning_lines
-from harness.rundir import inside_run_dir
+from harness.report.verdicts import verdicts_html
+from harness.runfolder.rundir import inside_run_dir
 
 if TYPE_CHECKING:
     from harness.report.build import Group, Plot, Report

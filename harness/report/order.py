@@ -1,6 +1,6 @@
 """Did a run's position in its repeat bias its speed? The check behind the shuffled order, on every report.
 
-The order of baseline and tricks is shuffled within each repeat (harness.plan), so a position effect (a
+The order of baseline and tricks is shuffled within each repeat (harness.runfolder.plan), so a position effect (a
 first process that pays for a cold page cache, a machine that has not settled) spreads over every
 trick instead of landing on the baseline. Shuffling hides such an effect from the verdicts; it does
 not remove it from the runs. This check shows it, so that a user can see on their own machine whether
@@ -15,9 +15,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
+from harness.measuring.stats import student_t_quantile
 from harness.report.devices import with_devices
 from harness.spec import Result
-from harness.stats import student_t_quantile
 
 BAND = 1.03  # a first-run effect under 3% is called "none" when its interval lies inside this band
 

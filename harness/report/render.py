@@ -13,14 +13,14 @@ from typing import Any
 
 import pandas as pd
 
+from harness.errors import UserError
 from harness.report.build import Group, Report, build_report
 from harness.report.html_page import render_html
 from harness.report.mdtext import md_link, md_text, one_line
 from harness.report.table import PART_TITLES, results_frame, split_columns
-from harness.report.verdicts import VERDICT_COLUMNS, VERDICTS_INTRO, Verdict, verdict_lines, verdicts_text, with_verdicts
 from harness.report.text import FILES_TEXT, MARK_LEGEND, TERMINAL_FOOTER, header_lines, problem_lines, protocol_text, warning_lines
-from harness.errors import UserError
-from harness.rundir import read_json
+from harness.report.verdicts import VERDICT_COLUMNS, VERDICTS_INTRO, Verdict, verdict_lines, verdicts_text, with_verdicts
+from harness.runfolder.rundir import read_json
 from harness.spec import Result
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from harness.measure import NOISY_IQR_RATIO, iqr
+from harness.measuring.measure import NOISY_IQR_RATIO, iqr
 from harness.report.devices import with_devices
 from harness.report.target import format_to_target, target_frame
 from harness.spec import BASELINE, Result
@@ -64,7 +64,7 @@ def summary_frame(results: Sequence[Result], target_val_loss: float | None = Non
         return frame
     ok = frame[frame["status"] == "ok"]
     keys = [*GROUP, "trick"]
-    order = [BASELINE, *sorted(set(frame["trick"]) - {BASELINE})]  # runs are shuffled (plan.py): a stable order
+    order = [BASELINE, *sorted(set(frame["trick"]) - {BASELINE})]  # runs are shuffled (harness/runfolder/plan.py): a stable order
     numeric = ok.groupby(keys, sort=False)[NUMERIC].median()
     noisy = ok.groupby(keys, sort=False)["noisy"].agg(lambda s: bool(s.fillna(False).any()))
     first = frame.groupby(keys, sort=False).agg(
@@ -244,7 +244,7 @@ def _note_items(reason: object, details: object) -> list[str]:
     return notes
 
 
-# harness.contention.contention_warning's words, read back so that a group says them once
+# harness.measuring.contention.contention_warning's words, read back so that a group says them once
 CONTENTION = re.compile(
     r"^warning: other processes used (?P<share>\d+)% of the machine's CPU time during fit: the timings are not "
     r"this run's alone; rerun on an idle machine(?:; oversubscribed: about (?P<busy>\d+) of (?P<cpus>\d+) CPUs "

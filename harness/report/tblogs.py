@@ -17,7 +17,7 @@ import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from harness.errors import UserError
-from harness.rundir import inside_run_dir
+from harness.runfolder.rundir import inside_run_dir
 from harness.spec import Result, path_safe
 
 CURVE_TAGS = ("train_loss", "val_loss")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.flops import PEAKS_NOTE
+from harness.measuring.flops import PEAKS_NOTE
 from harness.report.mdtext import md_code, md_text
 from harness.report.order import order_check_text
 from harness.report.target import DEFINITION as TARGET_DEFINITION

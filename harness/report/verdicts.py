@@ -4,7 +4,7 @@ A pure function (no I/O) from a run's pooled rows to one :class:`Verdict` per (w
 accelerator, trick label), each judged against the baseline of the same group. Three axes:
 
 - **speed**: the throughput ratio trick/baseline with a 95% interval from *between-run* variation
-  (``harness.stats.paired_interval``: trick and baseline paired by repeat, Student-t on the log of
+  (``harness.measuring.stats.paired_interval``: trick and baseline paired by repeat, Student-t on the log of
   the per-repeat ratios). A speed effect counts only when the whole interval lies outside the
   practical band 1/1.1..1.1 (asv's factor 1.1); "no speed effect" only when the whole interval lies
   inside it; an interval that straddles a band edge is "cannot tell". One repeat knows nothing of
@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness.measuring.stats import Interval, paired_interval, ratio, student_t_quantile
 from harness.report.devices import with_devices
 from harness.report.target import default_targets, final_val_loss, time_to_target
-from harness.stats import Interval, paired_interval, ratio, student_t_quantile
 from harness.spec import BASELINE, COMBINE, Result
 
 GROUP = ("workload", "dataset", "accelerator", "device_name")  # the same device only (harness.report.devices)
@@ -48,7 +48,7 @@ DEFAULT_MEMORY_BAND = 1.05
 LOSS_TOLERANCE = 0.05  # val loss within 5% of the baseline's: the same quality
 MIN_BLOCKS = 10  # kept timing blocks per run below which a run's throughput is not judged
 MIN_SECONDS = 1.0  # seconds of timed training per run below which a run's throughput is not judged
-CONTENTION_MARK = "other processes used"  # the start of harness.contention's warning
+CONTENTION_MARK = "other processes used"  # the start of harness.measuring.contention's warning
 
 # the overall calls; a failed or skipped trick gets its status as its category
 TURN_ON, TURN_ON_IF, NO_GAIN, HURTS, CANNOT_TELL = "turn on", "turn on if", "no gain here", "hurts here", "cannot tell"
@@ -655,5 +655,5 @@ def between_runs_interval(a: Sequence[Sequence[float]], b: Sequence[Sequence[flo
 
 
 def contended(run: Result) -> bool:
-    """Whether a row carries harness.contention's warning (other processes used the CPU during fit)."""
+    """Whether a row carries harness.measuring.contention's warning (other processes used the CPU during fit)."""
     return _contended(run)

@@ -76,4 +76,4 @@ def estimate_text(specs: Sequence[RunSpec]) -> str:
     if seconds is None:
         return "no estimate before the first run (a reference pace exists only for built-in workloads on one CPU process)"
     when = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    return f"about {when} at the pace of {REFERENCE_CPU} (harness/estimate.py); each finished run re-estimates from this machine's pace"
+    return f"about {when} at the pace of {REFERENCE_CPU} (harness/measuring/estimate.py); each finished run re-estimates from this machine's pace"

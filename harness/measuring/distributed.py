@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.strategies import StrategyRegistry
 
 from harness.errors import UserError, unknown_name_error
-from harness.measure import Block
+from harness.measuring.measure import Block
 
 IN_CHILD_PROCESS = ("spawn", "fork", "notebook")
 

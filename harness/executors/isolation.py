@@ -3,7 +3,7 @@
 Both give a run a fresh process (own pid, allocator, threads, peak memory, CUDA context); they differ
 in what the run pays before it starts. ``spawn`` starts ``python -m harness.worker``, which imports
 torch, Lightning and the harness again for every run (~5 s on an idle 2-core machine, 13-17 s on a busy
-one, ~11 s on the H200 machine). ``fork`` imports them once per invocation in ``harness.zygote`` and
+one, ~11 s on the H200 machine). ``fork`` imports them once per invocation in ``harness.executors.zygote`` and
 forks a child per run. Fork is the default on Linux; spawn is used elsewhere, for a run fork cannot
 serve (a multi-process DDP run keeps Lightning's own launcher, which starts ``sys.argv`` again), and
 when the fork server cannot start or reports a hazard: each row records its isolation and, when it
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.lifeline import PARENT_ENV
-from harness.scratch import SCRATCH_ENV
+from harness.executors.lifeline import PARENT_ENV
+from harness.executors.scratch import SCRATCH_ENV
 from harness.spec import RunSpec
 
 ISOLATIONS = ("fork", "spawn")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 600.0  # imports on a loaded machine have taken 60 s; a hung server must not hang the harness
 
 
@@ -51,7 +51,7 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (harness.lifeline)
+    env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (harness.executors.lifeline)
     return env
 
 
@@ -105,7 +105,7 @@ class ForkServerError(RuntimeError):
 
 
 class ForkServer:
-    """The client of one ``python -m harness.zygote``: started at the first run, restarted when needed.
+    """The client of one ``python -m harness.executors.zygote``: started at the first run, restarted when needed.
 
     A server is restarted when the environment a run would get differs from the one it was started
     with (libraries read some variables at import) and after it died. ``close`` ends it (also as a
@@ -135,7 +135,7 @@ class ForkServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "harness.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", "harness.executors.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, env=env, cwd=cwd,
             )
         self.env, self.cwd, self._buffer = dict(env), cwd, b""

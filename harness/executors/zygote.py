@@ -1,6 +1,6 @@
 """The fork server: import torch, Lightning and the harness once, then fork one fresh child per run.
 
-``python -m harness.zygote`` is started once per invocation by :class:`harness.isolation.ForkServer`.
+``python -m harness.executors.zygote`` is started once per invocation by :class:`harness.executors.isolation.ForkServer`.
 It imports what every run imports (torch, Lightning, TensorBoard's writer, the worker, the parity
 loop, every built-in and entry-point trick and workload), runs no torch operation, starts no thread of
 its own and never touches CUDA, and then serves requests read from stdin, one JSON line each:
@@ -12,7 +12,7 @@ For each it checks that forking is still safe, forks, and answers on stdout with
 ``{"pid": PID, "exit": CODE}`` when the child is gone (CODE as ``subprocess``: negative for a signal).
 
 The child is what ``python -m harness.worker`` is: its own pid, allocator, peak memory (reset at
-fit start, harness.measure) and, on a GPU, its own CUDA context, created by the child itself. It gets
+fit start, harness.measuring.measure) and, on a GPU, its own CUDA context, created by the child itself. It gets
 the request's environment, its stdout/stderr in the run's log, no stdin, SIGINT/SIGTERM as a
 fresh Python has them, and dies with the server (``PR_SET_PDEATHSIG``, which fork clears).
 
@@ -35,7 +35,7 @@ import traceback
 import warnings
 from typing import Any
 
-from harness.lifeline import PARENT_ENV, die_with_parent
+from harness.executors.lifeline import PARENT_ENV, die_with_parent
 
 
 def preload() -> dict[str, Any]:

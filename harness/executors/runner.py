@@ -2,7 +2,7 @@
 
 A fresh process per run is the isolation the measuring protocol asks for (no allocator, thread or
 autocast state carried over; peak memory is the process's own). The process is forked from a
-pre-imported server or spawned cold (harness.isolation); each row records which. Each finished
+pre-imported server or spawned cold (harness.executors.isolation); each row records which. Each finished
 result is appended and flushed before the next run starts, so a crash or Ctrl-C loses at most the
 run in progress.
 """
@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from harness.errors import os_error_line
 from harness.executors import Executor
-from harness.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
-from harness.rundir import plain_name
-from harness.scratch import SCRATCH_ENV, run_scratch, sweep_stale_scratch
+from harness.executors.isolation import ForkServer, ForkServerError, Job, Launcher, Spawn, child_env, default_isolation, fork_refusal
+from harness.executors.scratch import SCRATCH_ENV, run_scratch, sweep_stale_scratch
+from harness.runfolder.rundir import plain_name
 from harness.spec import Result, RunSpec, append_row
 
 SERVER_LOG = "forkserver.log"  # under <run>/logs/
@@ -57,7 +57,7 @@ class Launchers:
 @contextmanager
 def launchers(isolation: str | None, run_dir: Path) -> Iterator[Launchers]:
     """The launchers of one invocation's runs, closed at the end. First, the scratch folders that an
-    earlier harness killed outright left in the temp dir go (harness.scratch)."""
+    earlier harness killed outright left in the temp dir go (harness.executors.scratch)."""
     sweep_stale_scratch()
     chosen = Launchers(isolation or default_isolation(), run_dir)
     try:
@@ -74,7 +74,7 @@ def run_one(
     The run id names files under ``run_dir``; it is checked to be a plain name before anything is
     written (a resumed spec's comes from plan.json). Without ``using``, the run is spawned. The worker
     gets a scratch folder of its own in the temp dir (``$HARNESS_RUN_SCRATCH``), which this process
-    removes when the worker has ended, however it ended (harness.scratch).
+    removes when the worker has ended, however it ended (harness.executors.scratch).
     """
     plain_name(spec.run_id, "run id")
     specs_dir, logs_dir = run_dir / "specs", run_dir / "logs"
@@ -152,7 +152,7 @@ def run_all(
     """Run every spec, appending each result to ``run_dir/results.jsonl`` as it finishes.
 
     ``executor``: who runs them (harness.executors); by default the local one, in order, each with
-    ``isolation`` ("fork" or "spawn", harness.isolation; None for this platform's default). Results
+    ``isolation`` ("fork" or "spawn", harness.executors.isolation; None for this platform's default). Results
     come back in the order they finish, which under Ray need not be the plan's.
     """
     if executor is None:

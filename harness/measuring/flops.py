@@ -35,7 +35,7 @@ DENSE_PEAKS: dict[str, dict[str, float]] = {
     # A10G / A10: NVIDIA A10 datasheet, dense. https://www.nvidia.com/en-us/data-center/products/a10-gpu/
     "a10": {"fp32": 31.2e12, "tf32": 62.5e12, "bf16": 125e12, "fp16": 125e12},
 }
-PEAKS_NOTE = "dense peaks (no 2:4 sparsity), from the vendors' datasheets; see harness/flops.py"
+PEAKS_NOTE = "dense peaks (no 2:4 sparsity), from the vendors' datasheets; see harness/measuring/flops.py"
 
 
 def math_mode(precision: str) -> str:

@@ -430,7 +430,7 @@ def reset_peak_memory(device: torch.device) -> None:
 
     On a CPU the mark is reset through ``/proc/self/clear_refs`` (Linux 4.0+), so that the peak is the
     run's own from fit on, whether its process was spawned (imports can peak above training) or forked
-    from the pre-imported server (whose pages the child shares at first); see harness.isolation.
+    from the pre-imported server (whose pages the child shares at first); see harness.executors.isolation.
     """
     global _rss_mark_reset
     if device.type == "cuda":

@@ -3,9 +3,13 @@
 ``--workload mypkg.models:MyModule --datamodule mypkg.data:MyData --init-args '{"hidden": 128}'``
 runs the user's own classes through the same tricks and measurements as the built-in workloads.
 The parent checks the paths before any run (:func:`check_imported`, a UserError naming the path and
-what was found); the child builds the classes from the RunSpec (:class:`ImportedWorkload`).
+what was found); the child builds the classes from the RunSpec (:class:`harness.workload.ImportedWorkload`).
 The classes are imported as they are, from the current directory or ``PYTHONPATH``; nothing in the
 module is changed, so a trick that needs what the module lacks is skipped with that reason.
+
+This module imports nothing from :mod:`harness.workload`: the adapter class lives there, next to the
+registry that hands it out for a ``pkg.mod:Class`` name, and uses the helpers here, so the import
+runs one way only (the registry once imported the adapter here, which imported the registry).
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ from typing import Any
 import lightning.pytorch as pl
 
 from harness.errors import UserError
-from harness.spec import RunSpec
-from harness.workload import Workload
 
 PATH_FORM = "module.path:ClassName"
 FILE_SUFFIXES = (".json", ".yaml", ".yml")
@@ -137,34 +139,3 @@ def _mapping(value: Any, flag: str, source: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise UserError(f"{flag}: {source} must hold a mapping of argument names to values, got a {type(value).__name__}")
     return value
-
-
-class ImportedWorkload(Workload):
-    """The adapter: ``spec.workload`` and ``spec.datamodule`` are ``pkg.mod:Class`` paths.
-
-    The module is ``cls(**spec.init_args)`` and the datamodule ``dm_cls(**spec.datamodule_args)``;
-    their own batch size is kept (the row records what the datamodule uses). There is no plain
-    PyTorch loss, so parity refuses these workloads and FLOPs are not counted.
-    """
-
-    name = "imported"
-    summary = "any importable LightningModule with --datamodule, --init-args, --datamodule-args"
-
-    def dataset_label(self, spec: RunSpec) -> str:
-        return spec.datamodule
-
-    def build_module(self, spec: RunSpec) -> pl.LightningModule:
-        cls = import_class(spec.workload, "--workload", pl.LightningModule)
-        try:
-            return cls(**spec.init_args)
-        except TypeError as error:
-            raise UserError(f"--init-args {json.dumps(spec.init_args)} for {spec.workload}: {error}") from None
-
-    def build_datamodule(self, spec: RunSpec) -> pl.LightningDataModule:
-        if not spec.datamodule:
-            raise UserError(f"--workload {spec.workload!r} is an imported LightningModule and needs --datamodule {PATH_FORM}")
-        cls = import_class(spec.datamodule, "--datamodule", pl.LightningDataModule)
-        try:
-            return cls(**spec.datamodule_args)
-        except TypeError as error:
-            raise UserError(f"--datamodule-args {json.dumps(spec.datamodule_args)} for {spec.datamodule}: {error}") from None

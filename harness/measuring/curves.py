@@ -12,8 +12,8 @@ from typing import Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from harness.measure import BlockTimer
-from harness.metrics import logged_value
+from harness.measuring.measure import BlockTimer
+from harness.measuring.metrics import logged_value
 
 
 class ValCurve(pl.Callback):

@@ -2,7 +2,7 @@
 
 ``predict`` and ``export`` both start from a run folder and a row named as the report names it
 (trick, and workload/accelerator/repeat when the folder holds several). This module finds the row
-(:func:`harness.rundir.find_run`), picks the checkpoint the row's test used unless told otherwise
+(:func:`harness.runfolder.rundir.find_run`), picks the checkpoint the row's test used unless told otherwise
 (:func:`choose_checkpoint`), rebuilds the module class from the row's spec and loads the weights
 through Lightning's ``load_from_checkpoint`` (:func:`load_module`), and serves the run's own test
 data (:func:`datamodule_for`, :func:`input_batch`). Everything it cannot do is a UserError saying
@@ -21,9 +21,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from harness.checkpoints import BEST, CHECKPOINT_NAMES, FINAL, LAST, resolve
 from harness.errors import ANSI, UserError, first_line, rejected_global, unknown_name_error
-from harness.rundir import find_run
+from harness.runfolder.checkpoints import BEST, CHECKPOINT_NAMES, FINAL, LAST, resolve
+from harness.runfolder.rundir import find_run
 from harness.spec import Result, RunSpec
 from harness.workload import WORKLOADS, Workload
 

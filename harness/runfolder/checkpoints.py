@@ -26,8 +26,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from harness.metrics import logged_name
-from harness.rundir import inside_run_dir, plain_name
+from harness.measuring.metrics import logged_name
+from harness.runfolder.rundir import inside_run_dir, plain_name
 from harness.spec import RunSpec
 
 BEST, LAST, FINAL = "best", "last", "final"
@@ -272,6 +272,6 @@ def resolve(run_dir: str | Path, stored: str) -> Path:
     """A checkpoint path from a row or a spec (relative to its run folder) as a path on this machine.
 
     The value comes from the run's files, which may have been crafted: it must stay inside the run
-    folder (:func:`harness.rundir.inside_run_dir`), else a UserError.
+    folder (:func:`harness.runfolder.rundir.inside_run_dir`), else a UserError.
     """
     return inside_run_dir(run_dir, stored, "checkpoint path")
