@@ -391,4 +391,6 @@ class RayExecutor:
             result.details.setdefault("warnings", []).append(message)
             result.checkpoints = {}
             return
-        (run_dir / "specs" / f"{spec.run_id}.json").write_text(spec.to_json())  # the driver's paths, not the node's
+        specs = run_dir / "specs"
+        specs.mkdir(exist_ok=True)
+        (specs / f"{spec.run_id}.json").write_text(spec.to_json())  # the driver's paths, not the node's
