@@ -240,3 +240,19 @@ def test_a_worker_that_died_on_a_full_disk_without_a_log_says_so(tmp_path: Path,
     assert row.status == "failed"
     assert row.reason.startswith(f"no space left on the disk of '{tmp_path}'"), row.reason
     assert "(no log: " in row.reason and "absent.log" in row.reason, row.reason
+
+
+def test_an_export_that_meets_a_full_disk_names_its_file(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk met while the exporter writes its open file raises without a file name; the line names the export."""
+    import torch
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.jit, "save", full_disk)
+    out = tmp_path / "model.pt"
+    assert main(["export", str(trained), "--trick", "baseline", "--format", "torchscript", "--out", str(out)]) == 2
+    line = one_line(capsys)
+    assert f"'{out}': No space left on device (the disk is full)" in line, line

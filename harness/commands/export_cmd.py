@@ -246,7 +246,11 @@ def main(args: argparse.Namespace) -> int:
         else:
             method, export_notes = export_torchscript(restored, out, sample, args.torchscript_method)
             how, run_file, dynamic = f"to_torchscript(method={method!r})", run_torchscript, True
-    except (UserError, OSError):  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
+    except OSError as error:  # an --out that cannot be written: the path and the cause (harness.cli), exit 2
+        if error.filename is None:  # a write to the open file (a full disk) names none: it is the export's
+            error.filename = str(out)
+        raise
+    except UserError:
         raise
     except Exception as error:
         first = first_line(error)
