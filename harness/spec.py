@@ -151,6 +151,13 @@ class Result:
         return cls(**{key: value for key, value in row.items() if key in known})
 
 
+def add_warning(details: dict[str, Any], text: str) -> None:
+    """Record a warning in a row's ``details["warnings"]`` (a list), once. (Tricks import it from harness.trick.)"""
+    warnings = details.setdefault("warnings", [])
+    if text not in warnings:
+        warnings.append(text)
+
+
 REQUIRED_ROW_KEYS: dict[str, type | tuple[type, ...]] = {
     "run_id": str, "trick": str, "workload": str, "dataset": str, "accelerator": str, "repeat": int, "status": str,
 }

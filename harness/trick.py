@@ -24,7 +24,7 @@ import lightning.pytorch as pl
 from harness.errors import UserError
 from harness.params import from_params, parameters
 from harness.registry import Registry
-from harness.spec import COMBINE, Result, RunSpec
+from harness.spec import COMBINE, Result, RunSpec, add_warning  # noqa: F401 - add_warning: part of the plugin API
 
 if TYPE_CHECKING:
     from harness.parity import PlainLoop
@@ -52,13 +52,6 @@ class Setup:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / filename
         return path, str(path.relative_to(self.spec.run_dir))
-
-
-def add_warning(details: dict[str, Any], text: str) -> None:
-    """Record a warning in a row's ``details["warnings"]`` (a list), once."""
-    warnings = details.setdefault("warnings", [])
-    if text not in warnings:
-        warnings.append(text)
 
 
 @dataclass(frozen=True)

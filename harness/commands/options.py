@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from harness.errors import UserError
-from harness.executors import DEFAULT_EXECUTOR, EXECUTORS, Executor, make_executor
+from harness.executors import DEFAULT_EXECUTOR, EXECUTORS, RAY_FILES, Executor, make_executor
 from harness.executors.isolation import ISOLATIONS, default_isolation
 from harness.measuring.distributed import resolve_strategy
 from harness.measuring.profiling import PROFILERS
@@ -56,27 +56,26 @@ def seed_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, at_least: float, inclusive: bool) -> float:
+    """``text`` as a finite number, >= ``at_least`` (> when not ``inclusive``); else an argparse error."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    if value < at_least or (value == at_least and not inclusive):
+        raise argparse.ArgumentTypeError(f"{value} must be {'>=' if inclusive else '>'} {at_least:g}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return finite_float(text, 0.0, inclusive=False)
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (0: none, as for a wait)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    return value
+    return finite_float(text, 0.0, inclusive=True)
 
 
 def add_training_arguments(
@@ -132,7 +131,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-address", default=None, metavar="auto|ray://HOST:10001", help="the Ray cluster to join; none: start a local Ray instance")
     group.add_argument("--ray-cpus-per-run", type=positive_int, default=1, help="CPUs each Ray task declares (Ray sets OMP_NUM_THREADS from it) (default: 1)")
     group.add_argument(
-        "--ray-files", choices=("auto", "shared", "ship"), default=None,
+        "--ray-files", choices=RAY_FILES, default=None,
         help="how each run's logs, TensorBoard files and checkpoints reach the run folder: shared: every node "
         "writes into --out (a path all nodes see); ship: each task returns its files with its row; auto: "
         "shared where a node sees the run folder, else shipped (default: auto)",

@@ -24,6 +24,7 @@ from harness.spec import Result, RunSpec
 
 EXECUTORS = ("local", "ray")
 DEFAULT_EXECUTOR = "local"
+RAY_FILES = ("auto", "shared", "ship")  # --ray-files: how a run's files reach the run folder (executors.ray_tasks)
 
 
 class Executor(Protocol):

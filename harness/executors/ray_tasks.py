@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, first_line
+from harness.executors import RAY_FILES
 from harness.executors.scratch import scratch_prefix, sweep_stale_scratch
 from harness.executors.shipping import ShippedFilesRefused, pack_run_files, unpack_run_files
-from harness.spec import Result, RunSpec
+from harness.spec import Result, RunSpec, add_warning
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
-RAY_FILES = ("auto", "shared", "ship")  # --ray-files: how a run's files reach the run folder
 DEFAULT_GPU_WAIT_S = 600.0  # --ray-gpu-wait on a cluster joined by --ray-address: an autoscaler's GPU node start
 TOKEN_FILE = ".harness-ray-token"  # in the run folder while a ray sweep runs: a node that reads it shares the folder
 ROOT = Path(__file__).resolve().parents[2]
@@ -388,7 +388,7 @@ class RayExecutor:
         except ShippedFilesRefused as error:
             message = f"{spec.run_id}: the files shipped from {result.host or 'its node'} were not unpacked: {error}"
             print(f"harness: warning: {message}", file=sys.stderr)
-            result.details.setdefault("warnings", []).append(message)
+            add_warning(result.details, message)
             result.checkpoints = {}
             return
         specs = run_dir / "specs"
