@@ -64,10 +64,13 @@ def cluster() -> Iterator[Any]:
         started.shutdown()
 
 
-def test_a_sweep_joins_a_two_node_cluster_by_address_and_uses_both_nodes(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sweep_joins_a_two_node_cluster_by_address_and_uses_both_nodes(
+    cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # what `--ray-address auto` finds, as after `ray start`
     out = tmp_path / "out"
-    assert cli.main([*SWEEP, "--tricks", "grad-clipping,grad-accumulation", "--ray-address", "auto", "--ray-files", "ship", "--out", str(out)]) == 0
+    code = cli.main([*SWEEP, "--tricks", "grad-clipping,grad-accumulation", "--ray-address", "auto", "--ray-files", "ship", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err[-3000:]
     assert not ray.is_initialized()  # the driver left the cluster when its sweep ended
     assert len(live_nodes(cluster.address)) == 2  # and left it running: it joined, it did not start it
     (run_dir,) = out.iterdir()
@@ -79,11 +82,12 @@ def test_a_sweep_joins_a_two_node_cluster_by_address_and_uses_both_nodes(cluster
     assert (run_dir / "report.md").is_file()
 
 
-def test_a_sweep_through_the_ray_client(cluster: Any, tmp_path: Path) -> None:
+def test_a_sweep_through_the_ray_client(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--ray-address ray://HOST:PORT``: the driver is a Ray Client of the head; rows, files and the report
     as with any other address (the nodes see this run folder: ``auto`` finds it shared)."""
     out = tmp_path / "out"
-    assert cli.main([*SWEEP, "--tricks", "grad-clipping", "--ray-address", cluster.client_address, "--out", str(out)]) == 0
+    code = cli.main([*SWEEP, "--tricks", "grad-clipping", "--ray-address", cluster.client_address, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err[-3000:]
     (run_dir,) = out.iterdir()
     rows = read_results(run_dir / "results.jsonl")
     assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
@@ -100,15 +104,22 @@ def test_a_gpu_run_waits_for_a_gpu_node_to_join_and_gives_up_after_ray_gpu_wait(
     as_gpu = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu"), 1)  # noqa: E731
     executor = RayExecutor(address=cluster.address, resources=as_gpu, gpu_wait_s=60)
     rows: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run_sweep() -> None:
+        try:
+            rows.extend(run_all([make_spec(max_epochs=1, checkpoints=False)], tmp_path / "one", show_progress=False, executor=executor))
+        except BaseException as error:  # noqa: BLE001 - shown by the assertion below, not lost in the thread
+            errors.append(error)
+
     # the sweep waits in a thread of its own; the node joins from this one (Ray starts nodes from the main thread)
-    sweep = threading.Thread(target=lambda: rows.extend(run_all(
-        [make_spec(max_epochs=1, checkpoints=False)], tmp_path / "one", show_progress=False, executor=executor
-    )))
+    sweep = threading.Thread(target=run_sweep)
     sweep.start()
     time.sleep(3.0)
-    assert sweep.is_alive()  # still waiting for a GPU
+    assert sweep.is_alive(), errors  # still waiting for a GPU
     cluster.add_node(num_cpus=1, num_gpus=1)
     sweep.join(timeout=120)
+    assert not errors, errors
     (row,) = rows
     assert "needs 1 GPU(s), the Ray cluster has 0: asked its autoscaler for them, waiting up to 60 s" in capsys.readouterr().err
     assert row.status == "ok", row.reason

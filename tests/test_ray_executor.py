@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import tempfile
 import textwrap
 import time
@@ -76,6 +77,7 @@ PROBE = textwrap.dedent(
 def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One local Ray instance for the module: 2 CPUs, 2 fake GPUs, no dashboard. Its workers inherit this
     environment, so the probe module's folder goes on PYTHONPATH before Ray starts."""
+    ray.shutdown()  # whatever an earlier module left (a test's own driver, a client mode): a no-op when nothing
     folder = tmp_path_factory.mktemp("probe_pkg")
     (folder / "ray_probe_models.py").write_text(PROBE)
     before = os.environ.get("PYTHONPATH")
@@ -128,6 +130,29 @@ def same_row(row: Result) -> dict[str, Any]:
     keep.pop("noisy", None)
     keep["curve"] = [point["val_loss"] for point in row.curve]
     return keep
+
+
+def test_a_ray_client_address_that_does_not_answer_is_a_user_error_and_leaves_ray_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``ray://`` address nobody serves is exit 2 naming the address and Ray's cause; and the failed
+    attempt leaves no client mode behind (Ray's own leaves it on, and then the next ``ray.init()`` of a
+    local instance in the process dies on an assertion inside Ray)."""
+    from ray.util.client import worker as client_worker
+
+    from harness.executors.ray_tasks import connect
+
+    # Ray's client tries 3 times, waiting 5, 10 and 20 s for the channel; 1 s each is enough for a closed port
+    monkeypatch.setattr(client_worker, "INITIAL_TIMEOUT_SEC", 1)
+    monkeypatch.setattr(client_worker, "MAX_TIMEOUT_SEC", 1)
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=rf"--ray-address ray://127.0.0.1:{port}: Ray could not start or connect: ConnectionError: ray client connection timeout"):
+        connect(f"ray://127.0.0.1:{port}")
+    assert connect(None) is True  # a local instance starts, in the same process
+    try:
+        assert ray.cluster_resources()["CPU"] >= 1  # a local driver's call, not one sent to a dead client
+    finally:
+        ray.shutdown()
 
 
 def test_a_ray_sweep_gives_the_local_sweeps_rows(local_ray: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -222,10 +222,27 @@ def connect(address: str | None) -> bool:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise UserError(f"--ray-address {address or '(none: a local instance)'}: Ray could not start or connect: {first_line(error)}") from None
+    except Exception as error:  # ConnectionError, RuntimeError, ValueError, Ray's AuthenticationError, grpc's errors
+        _leave_after_failed_init(ray)
+        raise UserError(
+            f"--ray-address {address or '(none: a local instance)'}: Ray could not start or connect: "
+            f"{type(error).__name__}: {first_line(error)}"
+        ) from None
     _restore_sigterm_handler(handler)
     return True
+
+
+def _leave_after_failed_init(ray: Any) -> None:
+    """Undo what a failed ``ray.init`` left in this process.
+
+    A ``ray://`` address that does not answer leaves Ray's client mode switched on: every later Ray call
+    in the process goes to a client that is not connected, and a later ``ray.init()`` of a local instance
+    fails on an assertion inside Ray. ``ray.shutdown()`` switches it off (and ends anything half started).
+    """
+    try:
+        ray.shutdown()
+    except Exception as error:  # noqa: BLE001 - the init's own error is the one to report
+        print(f"harness: warning: ray.shutdown() after the failed ray.init also failed: {first_line(error)}", file=sys.stderr)
 
 
 def _request_resources(ray: Any, bundles: list[dict[str, float]]) -> None:
