@@ -51,6 +51,7 @@ from harness.spec import Result, RunSpec, add_warning
 
 VERSIONED = ("lightning-trick-bench", "torch", "lightning")
 DEFAULT_GPU_WAIT_S = 600.0  # --ray-gpu-wait on a cluster joined by --ray-address: an autoscaler's GPU node start
+CLIENT_CONNECT_TRIES = 3  # a ray:// head whose Ray Client server failed to start one for this driver: tries in all
 TOKEN_FILE = ".harness-ray-token"  # in the run folder while a ray sweep runs: a node that reads it shares the folder
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -211,25 +212,64 @@ def task_resources(spec: RunSpec, cpus_per_run: int) -> dict[str, Any]:
 def connect(address: str | None) -> bool:
     """Join the Ray instance at ``address`` (``auto``, ``ray://host:10001``), or start a local one when
     None; True when this call started or joined it (and so should shut it down). A Ray already
-    initialised in this process (a test's) is used as it is."""
+    initialised in this process (a test's) is used as it is.
+
+    A ``ray://`` head that fails to start its per-driver Ray Client server is asked again, up to
+    CLIENT_CONNECT_TRIES times in all, each retry said on stderr: that server's process can die at its start
+    (a crash inside Ray, see the README), and a second ask usually gets one. Any other failure is exit 2 at once.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     handler = signal.getsignal(signal.SIGTERM)
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    except Exception as error:  # ConnectionError, RuntimeError, ValueError, Ray's AuthenticationError, grpc's errors
-        _leave_after_failed_init(ray)
-        raise UserError(
-            f"--ray-address {address or '(none: a local instance)'}: Ray could not start or connect: "
-            f"{type(error).__name__}: {first_line(error)}"
-        ) from None
+    for attempt in range(1, CLIENT_CONNECT_TRIES + 1):
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as error:  # ConnectionError, RuntimeError, ValueError, Ray's AuthenticationError, grpc's errors
+            _leave_after_failed_init(ray)
+            where = f"--ray-address {address or '(none: a local instance)'}"
+            if attempt < CLIENT_CONNECT_TRIES and client_server_failed_to_start(address, error):
+                print(f"harness: warning: {where}: {ray_cause(error)}; asking again (try {attempt + 1} of {CLIENT_CONNECT_TRIES})", file=sys.stderr)
+                continue
+            hint = f" ({CLIENT_SERVER_HINT})" if client_server_failed_to_start(address, error) else ""
+            raise UserError(f"{where}: Ray could not start or connect: {ray_cause(error)}{hint}") from None
     _restore_sigterm_handler(handler)
     return True
+
+
+CLIENT_SERVER_HINT = (
+    "an empty ray_client_server_<port>.err in the head's session logs means that server crashed at its start; "
+    "a head started with GRPC_ENABLE_FORK_SUPPORT=0 in its environment avoided that crash here, see the README"
+)
+
+
+# how Ray 2.60's client reports that the head's proxy lost the server process it starts for a driver: the
+# process gone before the proxy looked ("Starting Ray client server failed"), a zombie as it looked (psutil's
+# error inside start_specific_server), or gone before it answered ("Proxy failed to Connect to backend")
+CLIENT_SERVER_START_FAILURES = ("Starting Ray client server failed", "in start_specific_server", "Proxy failed to Connect to backend")
+
+
+def client_server_failed_to_start(address: str | None, error: BaseException) -> bool:
+    """Whether ``ray.init(ray://...)`` failed because the head's Ray Client proxy could not start, or
+    lost, the server process it runs for each driver (CLIENT_SERVER_START_FAILURES)."""
+    return bool(address and address.startswith("ray://")) and isinstance(error, ConnectionError) and any(
+        failure in str(error) for failure in CLIENT_SERVER_START_FAILURES
+    )
+
+
+def ray_cause(error: BaseException) -> str:
+    """An exception of Ray's in one line: its type, its first line and, where the message carries a
+    traceback (Ray Client's "Initialization failure from server:"), that traceback's last line."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    cause = f"{type(error).__name__}: {first_line(error)}"
+    if len(lines) > 1 and lines[-1] != lines[0]:
+        cause += f" ... {lines[-1]}"
+    return cause
 
 
 def _leave_after_failed_init(ray: Any) -> None:
