@@ -37,6 +37,25 @@ def make_spec(tmp_path: Path) -> Callable[..., RunSpec]:
     return factory
 
 
+PROBES = Path(__file__).resolve().parent / "probes"  # probe_models.py: a user's own module, for the runs' processes
+
+
+@pytest.fixture
+def probe_spec(make_spec: Callable[..., RunSpec], monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunSpec]:
+    """``probe_spec("killed", kill=True)`` -> a RunSpec training tests/probes/probe_models.py's Probe (init
+    arguments as given) for one epoch; the folder goes on PYTHONPATH, so the runs' processes import it
+    as a user's own package."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(PROBES), os.environ.get("PYTHONPATH", "")) if p))
+
+    def factory(run_id: str, block_steps: int = 1, **init_args: Any) -> RunSpec:
+        return make_spec(
+            run_id=run_id, workload="probe_models:Probe", datamodule="probe_models:Data", init_args=init_args,
+            max_epochs=1, block_steps=block_steps, warmup_blocks=0, checkpoints=False,
+        )
+
+    return factory
+
+
 @pytest.fixture(autouse=True)
 def restore_cpu_threads() -> Any:
     """Tests run tricks in-process; the harness runs each in its own process. A trick that sets torch's

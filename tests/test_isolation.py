@@ -1,16 +1,14 @@
 """Fork server and spawn: the same run, the same numbers; nothing a run changes reaches the next one.
 
 Runs go through the real runner (``run_all``), so each one is a real child process: forked from the
-pre-imported server (``harness.executors.zygote``) or spawned cold. A probe LightningModule, written into
-tmp_path and imported by path as a user's own module would be, reports the process-global state it
-finds, flips it, can allocate a known amount during fit, or kill itself.
+pre-imported server (``harness.executors.zygote``) or spawned cold. A probe LightningModule
+(tests/probes/probe_models.py), imported by the runs as a user's own module would be, reports the
+process-global state it finds, flips it, can allocate a known amount during fit, or kill itself.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,83 +19,6 @@ from harness.executors.runner import Launchers, run_all
 from harness.spec import read_results
 
 MiB = 2**20
-
-PROBE = textwrap.dedent(
-    '''
-    import json, os, signal
-    import torch
-    import lightning.pytorch as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-
-    def state():
-        return {
-            "matmul_precision": torch.get_float32_matmul_precision(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "probe_env": os.environ.get("HARNESS_PROBE_FLAG"),
-            "threads": torch.get_num_threads(),
-            "grad_enabled": torch.is_grad_enabled(),
-            "default_dtype": str(torch.get_default_dtype()),
-            "pid": os.getpid(),
-        }
-
-
-    class Probe(pl.LightningModule):
-        def __init__(self, report="", flip=False, ballast_mb=0, kill=False):
-            super().__init__()
-            self.save_hyperparameters()
-            if report:
-                with open(report, "w") as f:
-                    json.dump(state(), f)
-            self.net = torch.nn.Linear(8, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def on_train_start(self):
-            if self.hparams.kill:
-                os.kill(os.getpid(), signal.SIGKILL)
-            if self.hparams.ballast_mb:  # filled, so every page is resident
-                self.ballast = bytearray(b"\\x01") * (self.hparams.ballast_mb * 2**20)
-
-        def on_fit_end(self):
-            if self.hparams.flip:  # process-global state a careless trick or module leaves behind
-                torch.set_float32_matmul_precision("medium")
-                torch.backends.cudnn.benchmark = True
-                torch.use_deterministic_algorithms(True, warn_only=True)
-                os.environ["HARNESS_PROBE_FLAG"] = "leaked"
-                torch.set_num_threads(1)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-    class Data(pl.LightningDataModule):
-        def train_dataloader(self):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(256, 8, generator=g)
-            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=32)
-    '''
-)
-
-
-@pytest.fixture
-def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The probe module, importable by the runs' processes (through PYTHONPATH, as a user's package)."""
-    folder = tmp_path / "probe_pkg"
-    folder.mkdir()
-    (folder / "probe_models.py").write_text(PROBE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p))
-    return folder
-
-
-def probe_spec(make_spec, run_id: str, **init_args):
-    return make_spec(
-        run_id=run_id, workload="probe_models:Probe", datamodule="probe_models:Data", init_args=init_args,
-        max_epochs=1, block_steps=2, warmup_blocks=0, checkpoints=False,
-    )
 
 
 def comparable(details: dict) -> dict:
@@ -121,9 +42,9 @@ def test_fork_and_spawn_give_bit_identical_losses_and_the_same_details(make_spec
     assert fork.mem_kind == spawn.mem_kind == "max_rss_fit"
 
 
-def test_global_state_one_run_flips_does_not_reach_the_next(probe: Path, make_spec, tmp_path: Path) -> None:
+def test_global_state_one_run_flips_does_not_reach_the_next(probe_spec, tmp_path: Path) -> None:
     reports = [tmp_path / f"state-{i}.json" for i in range(2)]
-    specs = [probe_spec(make_spec, f"flip-{i}", report=str(path), flip=True) for i, path in enumerate(reports)]
+    specs = [probe_spec(f"flip-{i}", block_steps=2, state_report=str(path), flip=True) for i, path in enumerate(reports)]
     results = run_all(specs, tmp_path / "run", show_progress=False, isolation="fork")
     assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
     assert [r.isolation for r in results] == ["fork", "fork"]
@@ -143,8 +64,8 @@ def test_a_trick_that_sets_threads_leaves_the_next_run_with_the_default(make_spe
     assert after.details["threads_in_fit"]["intra_op"] == torch.get_num_threads() > 0
 
 
-def test_a_child_killed_with_sigkill_is_a_failed_row_and_the_server_serves_the_next(probe: Path, make_spec, tmp_path: Path) -> None:
-    specs = [probe_spec(make_spec, "killed", kill=True), probe_spec(make_spec, "next")]
+def test_a_child_killed_with_sigkill_is_a_failed_row_and_the_server_serves_the_next(probe_spec, tmp_path: Path) -> None:
+    specs = [probe_spec("killed", block_steps=2, kill=True), probe_spec("next", block_steps=2)]
     killed, following = run_all(specs, tmp_path, show_progress=False, isolation="fork")
     assert killed.status == "failed" and killed.reason.startswith("killed by SIGKILL")
     assert following.status == "ok", following.reason
@@ -165,8 +86,8 @@ def test_a_forked_run_past_its_timeout_is_killed_and_the_next_runs(make_spec, tm
 
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
-def test_cpu_peak_memory_is_the_runs_own(isolation: str, probe: Path, make_spec, tmp_path: Path) -> None:
-    specs = [probe_spec(make_spec, "lean"), probe_spec(make_spec, "ballast", ballast_mb=500)]
+def test_cpu_peak_memory_is_the_runs_own(isolation: str, probe_spec, tmp_path: Path) -> None:
+    specs = [probe_spec("lean", block_steps=2), probe_spec("ballast", block_steps=2, ballast_mb=500)]
     lean, heavy = run_all(specs, tmp_path, show_progress=False, isolation=isolation)
     assert lean.status == heavy.status == "ok", (lean.reason, heavy.reason)
     assert lean.mem_kind == heavy.mem_kind == "max_rss_fit"

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,55 +32,16 @@ from harness.spec import Result, read_results  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-# A module a run imports as a user's own model: it trains a linear map, and can SIGKILL its own process
-# or the Ray worker process that started it (the task itself), or sleep, when training starts.
-PROBE = textwrap.dedent(
-    '''
-    import os, signal, time
-    import torch
-    import lightning.pytorch as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-
-    class Probe(pl.LightningModule):
-        def __init__(self, kill="", sleep=0):
-            super().__init__()
-            self.save_hyperparameters()
-            self.net = torch.nn.Linear(8, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def on_train_start(self):
-            if self.hparams.kill == "task":  # the Ray worker running this task; then this process
-                os.kill(os.getppid(), signal.SIGKILL)
-            if self.hparams.kill:
-                os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(self.hparams.sleep)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-    class Data(pl.LightningDataModule):
-        def train_dataloader(self):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(64, 8, generator=g)
-            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=32)
-    '''
-)
+PROBES = Path(__file__).resolve().parent / "probes"  # probe_models.py: trains a linear map; kills its run or task, or sleeps
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def local_ray() -> Iterator[Any]:
     """One local Ray instance for the module: 2 CPUs, 2 fake GPUs, no dashboard. Its workers inherit this
     environment, so the probe module's folder goes on PYTHONPATH before Ray starts."""
     ray.shutdown()  # whatever an earlier module left (a test's own driver, a client mode): a no-op when nothing
-    folder = tmp_path_factory.mktemp("probe_pkg")
-    (folder / "ray_probe_models.py").write_text(PROBE)
     before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(Path(__file__).resolve().parents[1]), before or "") if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROBES), str(PROBES.parents[1]), before or "") if p)
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
@@ -91,13 +51,6 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = before
-
-
-def probe_spec(make_spec, run_id: str, **init_args: Any):
-    return make_spec(
-        run_id=run_id, workload="ray_probe_models:Probe", datamodule="ray_probe_models:Data", init_args=init_args,
-        max_epochs=1, block_steps=1, warmup_blocks=0, checkpoints=False,
-    )
 
 
 def sweep(out: Path, executor: str) -> list[Result]:
@@ -207,8 +160,8 @@ def test_shipped_files_arrive_in_the_run_folder_and_a_resume_ships_its_checkpoin
     assert resumed.status == "ok" and "at the end of the budget" in resumed.details["resume_ignored"], resumed.details
 
 
-def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: Any, make_spec, tmp_path: Path) -> None:
-    specs = [probe_spec(make_spec, "run-killed", kill="run"), probe_spec(make_spec, "task-killed", kill="task"), probe_spec(make_spec, "next")]
+def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: Any, probe_spec, tmp_path: Path) -> None:
+    specs = [probe_spec("run-killed", kill="run"), probe_spec("task-killed", kill="task"), probe_spec("next")]
     results = {r.run_id: r for r in run_all(specs, tmp_path, show_progress=False, executor=RayExecutor(window=2))}
     assert results["run-killed"].status == "failed" and results["run-killed"].reason.startswith("killed by SIGKILL")
     assert results["task-killed"].status == "failed" and results["task-killed"].reason.startswith("ray task failed:"), results["task-killed"].reason
@@ -216,11 +169,11 @@ def test_a_task_killed_mid_run_is_a_failed_row_and_the_sweep_goes_on(local_ray: 
     assert {r.run_id for r in read_results(tmp_path / "results.jsonl")} == {"run-killed", "task-killed", "next"}
 
 
-def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray: Any, make_spec, tmp_path: Path) -> None:
+def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray: Any, probe_spec, tmp_path: Path) -> None:
     # CPU runs declared to Ray as GPU runs (task_resources of the same spec on --accelerator gpu): Ray's 2
     # GPUs here are fake, so the runs train on the CPU while Ray assigns each its own GPU.
     declared_as_gpu = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu"), 1)  # noqa: E731
-    specs = [probe_spec(make_spec, f"gpu-{i}") for i in range(2)]
+    specs = [probe_spec(f"gpu-{i}") for i in range(2)]
     results = run_all(specs, tmp_path, show_progress=False, executor=RayExecutor(resources=declared_as_gpu))
     assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
     assert sorted(r.details["cuda_visible_devices"] for r in results) == ["0", "1"]
@@ -228,11 +181,11 @@ def test_gpu_runs_get_one_gpu_each_with_distinct_cuda_visible_devices(local_ray:
     # a DDP run of 3 GPUs on a cluster of 2 would wait for ever: refused before any task is submitted
     three = lambda spec: task_resources(dataclasses.replace(spec, accelerator="gpu", devices=3), 1)  # noqa: E731
     with pytest.raises(UserError, match=r"^too-big needs 3 GPU\(s\); the Ray cluster has 2 \(use --accelerator cpu"):
-        run_all([probe_spec(make_spec, "too-big")], tmp_path / "big", show_progress=False, executor=RayExecutor(resources=three))
+        run_all([probe_spec("too-big")], tmp_path / "big", show_progress=False, executor=RayExecutor(resources=three))
     assert not (tmp_path / "big" / "results.jsonl").exists()
 
 
-def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_ray: Any, make_spec, tmp_path: Path) -> None:
+def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_ray: Any, probe_spec, tmp_path: Path) -> None:
     spec_path = str(tmp_path / "specs" / "slow.json")
     running = []
 
@@ -243,7 +196,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks_and_keeps_the_finished_rows(local_
         running.extend(worker_of(spec_path))
         raise KeyboardInterrupt
 
-    specs = [probe_spec(make_spec, "quick"), probe_spec(make_spec, "slow", sleep=600)]
+    specs = [probe_spec("quick"), probe_spec("slow", sleep=600)]
     with pytest.raises(KeyboardInterrupt):
         run_all(specs, tmp_path, show_progress=False, on_result=interrupt, executor=RayExecutor(window=2))
     assert running, "the slow run never started"

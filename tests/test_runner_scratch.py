@@ -2,8 +2,9 @@
 ended (killed, timed out, or fine); and the sweep that removes what a killed harness left behind.
 
 The runs' temp dir is a folder of the test's own (TMPDIR, which the workers inherit), so the tests can
-say what is left in it. A probe module, imported by path as a user's own model, reports the scratch
-folder it was given and writes into it, then can SIGKILL its own process or sleep past a timeout.
+say what is left in it. A probe module (tests/probes/probe_models.py), imported as a user's own model,
+reports the scratch folder it was given and writes into it, then can SIGKILL its own process or sleep
+past a timeout.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,49 +21,6 @@ import pytest
 
 from harness.executors.runner import launchers, run_all
 from harness.executors.scratch import OLD_INDUCTOR_AGE_S, run_scratch, sweep_stale_scratch
-
-PROBE = textwrap.dedent(
-    '''
-    import json, os, signal, time
-    import torch
-    import lightning.pytorch as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-
-    class Probe(pl.LightningModule):
-        def __init__(self, report, kill=False, sleep=0):
-            super().__init__()
-            self.save_hyperparameters()
-            self.net = torch.nn.Linear(8, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def on_train_start(self):
-            scratch = os.environ.get("HARNESS_RUN_SCRATCH", "")
-            existed = os.path.isdir(scratch)
-            if existed:
-                with open(os.path.join(scratch, "written-by-the-run"), "w") as f:
-                    f.write("x" * 1000)
-            with open(self.hparams.report, "w") as f:
-                json.dump({"scratch": scratch, "existed": existed, "ppid": os.getppid()}, f)
-            if self.hparams.kill:
-                os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(self.hparams.sleep)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-    class Data(pl.LightningDataModule):
-        def train_dataloader(self):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(64, 8, generator=g)
-            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=32)
-    '''
-)
-
 
 @pytest.fixture
 def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -76,21 +33,9 @@ def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "probe_pkg"
-    folder.mkdir()
-    (folder / "scratch_probe_models.py").write_text(PROBE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p))
-    return folder
-
-
-def probe_spec(make_spec, tmp_path: Path, run_id: str, **init_args):
-    init_args["report"] = str(tmp_path / f"{run_id}.report.json")
-    return make_spec(
-        run_id=run_id, workload="scratch_probe_models:Probe", datamodule="scratch_probe_models:Data", init_args=init_args,
-        max_epochs=1, block_steps=1, warmup_blocks=0, checkpoints=False,
-    )
+def scratch_spec(probe_spec, tmp_path: Path, run_id: str, **init_args):
+    """A probe run that reports its scratch folder in ``tmp_path/<run_id>.report.json`` (see ``report``)."""
+    return probe_spec(run_id, scratch_report=str(tmp_path / f"{run_id}.report.json"), **init_args)
 
 
 def report(tmp_path: Path, run_id: str) -> dict:
@@ -98,8 +43,8 @@ def report(tmp_path: Path, run_id: str) -> dict:
 
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
-def test_a_killed_run_and_a_finished_one_leave_no_scratch_folder(isolation: str, probe: Path, temp_dir: Path, make_spec, tmp_path: Path) -> None:
-    specs = [probe_spec(make_spec, tmp_path, "killed", kill=True), probe_spec(make_spec, tmp_path, "fine")]
+def test_a_killed_run_and_a_finished_one_leave_no_scratch_folder(isolation: str, probe_spec, temp_dir: Path, tmp_path: Path) -> None:
+    specs = [scratch_spec(probe_spec, tmp_path, "killed", kill=True), scratch_spec(probe_spec, tmp_path, "fine")]
     killed, fine = run_all(specs, tmp_path / "run", show_progress=False, isolation=isolation)
     assert killed.status == "failed" and killed.reason.startswith("killed by SIGKILL"), killed.reason
     assert fine.status == "ok", fine.reason
@@ -114,8 +59,8 @@ def test_a_killed_run_and_a_finished_one_leave_no_scratch_folder(isolation: str,
     assert sorted(os.listdir(temp_dir)) == []
 
 
-def test_a_run_killed_at_its_timeout_leaves_no_scratch_folder(probe: Path, temp_dir: Path, make_spec, tmp_path: Path) -> None:
-    (hung,) = run_all([probe_spec(make_spec, tmp_path, "hung", sleep=600)], tmp_path / "run", timeout_s=3.0, show_progress=False, isolation="fork")
+def test_a_run_killed_at_its_timeout_leaves_no_scratch_folder(probe_spec, temp_dir: Path, tmp_path: Path) -> None:
+    (hung,) = run_all([scratch_spec(probe_spec, tmp_path, "hung", sleep=600)], tmp_path / "run", timeout_s=3.0, show_progress=False, isolation="fork")
     assert hung.status == "failed" and hung.reason == "timed out after 3 s", hung.reason
     assert report(tmp_path, "hung")["existed"]
     assert os.listdir(temp_dir) == []
