@@ -233,10 +233,11 @@ def connect(address: str | None) -> bool:
         except Exception as error:  # ConnectionError, RuntimeError, ValueError, Ray's AuthenticationError, grpc's errors
             _leave_after_failed_init(ray)
             where = f"--ray-address {address or '(none: a local instance)'}"
-            if attempt < CLIENT_CONNECT_TRIES and client_server_failed_to_start(address, error):
+            server_crashed = client_server_failed_to_start(address, error)
+            if server_crashed and attempt < CLIENT_CONNECT_TRIES:
                 print(f"harness: warning: {where}: {ray_cause(error)}; asking again (try {attempt + 1} of {CLIENT_CONNECT_TRIES})", file=sys.stderr)
                 continue
-            hint = f" ({CLIENT_SERVER_HINT})" if client_server_failed_to_start(address, error) else ""
+            hint = f" ({CLIENT_SERVER_HINT})" if server_crashed else ""
             raise UserError(f"{where}: Ray could not start or connect: {ray_cause(error)}{hint}") from None
     _restore_sigterm_handler(handler)
     return True
@@ -365,7 +366,7 @@ class RayExecutor:
                         break
                     resources = self.resources(spec)
                     if resources.get("num_gpus", 0) > int(cluster.get("GPU", 0)):  # it would wait for ever
-                        cluster = self._wait_for_gpus(ray, spec, resources["num_gpus"])
+                        cluster = self._wait_for_gpus(ray, spec, resources["num_gpus"], int(cluster.get("GPU", 0)))
                         requested = True
                     ref = remote.options(**resources).remote(spec.to_json(), fields, self._resume_checkpoint(spec, run_dir))
                     pending[ref] = spec
@@ -380,14 +381,13 @@ class RayExecutor:
             if requested:  # the autoscaler may scale the GPU nodes down again
                 _request_resources(ray, [])
 
-    def _wait_for_gpus(self, ray: Any, spec: RunSpec, gpus: int) -> dict[str, float]:
-        """The cluster's resources once it shows ``gpus`` GPUs, within ``gpu_wait_s``; else a UserError.
+    def _wait_for_gpus(self, ray: Any, spec: RunSpec, gpus: int, have: int) -> dict[str, float]:
+        """The cluster's resources once it shows ``gpus`` GPUs (it has ``have``), within ``gpu_wait_s``; else a UserError.
 
         A run needing more GPUs than the cluster has would wait for ever in Ray's queue. An autoscaling
         cluster (KubeRay, a cluster launcher's) often keeps no GPU node up while idle: it is asked for
         the GPUs (``ray.autoscaler.sdk.request_resources``) and given ``gpu_wait_s`` to start them.
         """
-        have = int(ray.cluster_resources().get("GPU", 0))
         refusal = (
             f"{spec.run_id} needs {gpus} GPU(s); the Ray cluster has {have} (use --accelerator cpu, fewer --devices, "
             "or a cluster with GPUs"
